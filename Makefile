@@ -1,0 +1,56 @@
+# Meshgate developer commands. `make run` and `make test` are all a newcomer needs.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SIM_PORT ?= 8001
+export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
+
+.PHONY: install run test test-sqlite test-postgres lint format check bench keys demo clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# Development secrets, generated once into var/ (git-ignored), never hard-coded.
+var/secret.key var/encryption.keys: | $(VENV)/.installed
+	mkdir -p var
+	test -s var/secret.key || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret.key
+	test -s var/encryption.keys || $(PY) -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())" > var/encryption.keys
+	chmod 600 var/secret.key var/encryption.keys
+
+keys: var/secret.key var/encryption.keys
+
+# Migrate, seed the demo (idempotent), then serve the gateway and the provider simulator.
+run: install keys
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulator-port $(SIM_PORT)
+
+test: install keys
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+check: install keys
+	$(PY) manage.py makemigrations --check --dry-run
+	$(PY) manage.py check
+
+bench: install keys
+	$(PY) bench/overhead.py
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""What happened and who pays: one CallRecord per call to the gateway."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+MONEY = {"max_digits": 18, "decimal_places": 10, "default": Decimal("0")}
+PRICE = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
+
+
+class CallRecord(models.Model):
+    """One request to /v1/ (or one playground call), refused ones included.
+
+    Written before the upstream call with outcome "interrupted" and completed
+    when the call ends, so a crash leaves an interrupted record, never none.
+    """
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "OK"
+        INVALID_REQUEST = "invalid_request", "Invalid request"
+        UNAUTHORIZED = "unauthorized", "Unauthorized"
+        FORBIDDEN = "forbidden", "Forbidden"
+        NOT_FOUND = "not_found", "Model not found"
+        BUDGET_EXCEEDED = "budget_exceeded", "Budget exceeded"
+        RATE_LIMITED = "rate_limited", "Rate limited"
+        UPSTREAM_ERROR = "upstream_error", "Upstream error"
+        TIMEOUT = "timeout", "Timeout"
+        CLIENT_DISCONNECTED = "client_disconnected", "Client disconnected"
+        INTERNAL_ERROR = "internal_error", "Internal error"
+        INTERRUPTED = "interrupted", "Interrupted (in progress or crashed)"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    started_at = models.DateTimeField()
+    first_token_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A lazy reference: audit does not import the gateway. The prefix stays if the key goes.
+    api_key = models.ForeignKey(
+        "gateway.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    api_key_prefix = models.CharField(max_length=32, blank=True)
+    department = models.ForeignKey(
+        "connections.Department",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    purpose = models.CharField(max_length=200, blank=True)
+
+    endpoint = models.CharField(max_length=40)
+    streamed = models.BooleanField(default=False)
+    model_requested = models.CharField(max_length=255, blank=True)
+    alias_name = models.CharField(max_length=100, blank=True)
+    attempts = models.JSONField(default=list, blank=True)
+    llm = models.ForeignKey(
+        "connections.LLM", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    connection = models.ForeignKey(
+        "connections.Connection",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    outcome = models.CharField(max_length=24, choices=Outcome.choices, default=Outcome.INTERRUPTED)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    tokens_estimated = models.BooleanField(default=False)
+    cost = models.DecimalField(**MONEY)
+    input_price = models.DecimalField(**PRICE)
+    output_price = models.DecimalField(**PRICE)
+    cached_input_price = models.DecimalField(**PRICE)
+
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    request_body = models.JSONField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [
+            models.Index(fields=["started_at"], name="call_started"),
+            models.Index(fields=["department", "started_at"], name="call_department_started"),
+            models.Index(fields=["user", "started_at"], name="call_user_started"),
+            models.Index(fields=["llm", "started_at"], name="call_llm_started"),
+            models.Index(fields=["api_key", "started_at"], name="call_key_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model_requested} {self.outcome}"

@@ -1,0 +1,123 @@
+"""The fixed cast every test can use.
+
+- admin: a superuser (IT admin). Holds no model grant through any group.
+- alice: in Marketing, which is granted sim/gpt-4o, sim/gpt-4o-mini, sim/text-embedding-3-small
+  (and sim/unapproved-model, which is not approved, so still not usable).
+- bob: in Finance, granted sim/gpt-4o-mini and sim/text-embedding-3-small only.
+- charlie: in no department, granted nothing.
+- alias chat-default -> [sim/gpt-4o, sim/gpt-4o-mini].
+The connection "sim" points at the provider simulator's URL (tests that need it running start it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@dataclass
+class Cast:
+    admin: object
+    alice: object
+    bob: object
+    charlie: object
+    marketing: object
+    finance: object
+    research: object
+    connection: object
+    gpt4o: object
+    gpt4o_mini: object
+    embedding: object
+    unapproved: object
+    alias: object
+
+    PASSWORD = "correct horse battery staple"
+
+
+def build_cast(base_url: str = "http://127.0.0.1:9/v1") -> Cast:
+    from django.contrib.auth.models import Group, User
+    from guardian.shortcuts import assign_perm
+
+    from connections.models import LLM, Alias, AliasTarget, Connection, Department
+
+    password = Cast.PASSWORD
+    admin = User.objects.create_superuser("admin", "admin@example.com", password)
+    alice = User.objects.create_user("alice", "alice@example.com", password)
+    bob = User.objects.create_user("bob", "bob@example.com", password)
+    charlie = User.objects.create_user("charlie", "charlie@example.com", password)
+
+    def department(name: str, code: str) -> Department:
+        group = Group.objects.create(name=name)
+        return Department.objects.create(group=group, cost_center=code)
+
+    marketing = department("Marketing", "MKT-100")
+    finance = department("Finance", "FIN-200")
+    research = department("Research", "RES-300")
+    alice.groups.add(marketing.group)
+    bob.groups.add(finance.group)
+
+    connection = Connection(
+        name="Simulator",
+        slug="sim",
+        kind=Connection.Kind.OPENAI_COMPATIBLE,
+        base_url=base_url,
+        is_simulator=True,
+        timeout_seconds=10,
+        max_retries=0,
+    )
+    connection.set_secrets({"api_key": "sim-secret-key-not-real"})
+    connection.save()
+
+    def llm(name: str, kind: str = "chat", approved: bool = True, **prices) -> LLM:
+        return LLM.objects.create(
+            connection=connection,
+            name=name,
+            kind=kind,
+            approved=approved,
+            input_price=Decimal(prices.get("input", "0.15")),
+            output_price=Decimal(prices.get("output", "0.60")),
+            cached_input_price=Decimal(prices.get("cached", "0.075")),
+            context_window=128000,
+        )
+
+    gpt4o = llm("gpt-4o", input="2.50", output="10.00", cached="1.25")
+    gpt4o_mini = llm("gpt-4o-mini")
+    embedding = llm("text-embedding-3-small", kind="embedding", input="0.02", output="0")
+    unapproved = llm("unapproved-model", approved=False)
+    for model in (gpt4o, gpt4o_mini, embedding, unapproved):
+        assign_perm("connections.use_llm", marketing.group, model)
+    for model in (gpt4o_mini, embedding):
+        assign_perm("connections.use_llm", finance.group, model)
+
+    alias = Alias.objects.create(name="chat-default", description="Default chat model")
+    AliasTarget.objects.create(alias=alias, llm=gpt4o, position=0)
+    AliasTarget.objects.create(alias=alias, llm=gpt4o_mini, position=1)
+
+    return Cast(
+        admin,
+        alice,
+        bob,
+        charlie,
+        marketing,
+        finance,
+        research,
+        connection,
+        gpt4o,
+        gpt4o_mini,
+        embedding,
+        unapproved,
+        alias,
+    )
+
+
+@pytest.fixture
+def cast(db) -> Cast:
+    return build_cast()

@@ -1,0 +1,30 @@
+"""Celery app: Redis broker when REDIS_URL is set, eager in-process tasks otherwise."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshsite.settings")
+
+app = Celery("meshsite")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# The beat schedule lives in code. Tasks are registered by the audit app.
+app.conf.beat_schedule = {
+    "rollup-usage-hourly": {
+        "task": "audit.tasks.rollup_recent_usage",
+        "schedule": crontab(minute=5),
+    },
+    "chargeback-monthly": {
+        "task": "audit.tasks.build_last_month_chargeback",
+        "schedule": crontab(minute=30, hour=1, day_of_month=1),
+    },
+    "audit-retention-daily": {
+        "task": "audit.tasks.purge_expired_bodies",
+        "schedule": crontab(minute=45, hour=2),
+    },
+}

@@ -1,0 +1,100 @@
+"""`manage.py serve`: the gateway under uvicorn, plus the demo simulator and Celery when configured.
+
+`make run` uses it. In production run the parts separately (see the README):
+uvicorn workers, `celery worker`, one `celery beat`.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Serve Meshgate (ASGI, uvicorn) with the provider simulator and, with Redis, Celery."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--workers", type=int, default=1)
+        parser.add_argument(
+            "--simulator-port",
+            type=int,
+            default=8001,
+            help="Port of the provider simulator; 0 to not start it.",
+        )
+        parser.add_argument(
+            "--no-celery", action="store_true", help="Do not start a Celery worker and beat."
+        )
+
+    def handle(self, *args, **options) -> None:
+        children: list[subprocess.Popen] = []
+        python = sys.executable
+        if options["simulator_port"]:
+            children.append(
+                subprocess.Popen(
+                    [
+                        python,
+                        "-m",
+                        "connections.simulator",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(options["simulator_port"]),
+                    ]
+                )
+            )
+            self.stdout.write(f"Provider simulator on http://127.0.0.1:{options['simulator_port']}")
+        if settings.REDIS_URL and not options["no_celery"]:
+            children.append(
+                subprocess.Popen(
+                    [
+                        python,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "meshsite",
+                        "worker",
+                        "--beat",
+                        "--loglevel",
+                        "INFO",
+                        "--concurrency",
+                        "2",
+                    ]
+                )
+            )
+            self.stdout.write("Celery worker and beat started (Redis broker).")
+        else:
+            self.stdout.write("No REDIS_URL: Celery tasks run in-process (eager).")
+        self.stdout.write(
+            f"Meshgate on http://{options['host']}:{options['port']}/  "
+            f"(admin: /admin/, playground: /playground/, API: /v1/)"
+        )
+        try:
+            uvicorn.run(
+                "meshsite.asgi:application",
+                host=options["host"],
+                port=options["port"],
+                workers=options["workers"],
+                loop="uvloop",
+                http="httptools",
+                lifespan="on",
+                access_log=False,
+                proxy_headers=True,
+                env_file=None,
+            )
+        finally:
+            for child in children:
+                child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()

@@ -233,9 +233,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MESHGATE_MAX_BODY_BYTES", 10 * 1024 * 102
 # --- Django REST framework ------------------------------------------------------------------
 
 REST_FRAMEWORK = {
+    # The key class first: DRF takes the first class's challenge to answer 401 (not 403)
+    # to unauthenticated callers. Without an Authorization header it defers to the session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "gateway.api_auth.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 admin.site.site_header = "Meshgate administration"
 admin.site.site_title = "Meshgate"
@@ -10,4 +10,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/", include("gateway.api_urls")),
+    path("keys/", include("gateway.urls")),
 ]

@@ -7,6 +7,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from .querysets import CallRecordQuerySet
+
 MONEY = {"max_digits": 18, "decimal_places": 10, "default": Decimal("0")}
 PRICE = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
 
@@ -89,6 +91,8 @@ class CallRecord(models.Model):
     user_agent = models.CharField(max_length=512, blank=True)
     request_body = models.JSONField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True)
+
+    objects = CallRecordQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

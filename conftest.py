@@ -121,3 +121,65 @@ def build_cast(base_url: str = "http://127.0.0.1:9/v1") -> Cast:
 @pytest.fixture
 def cast(db) -> Cast:
     return build_cast()
+
+
+# --- the provider simulator -------------------------------------------------------------------
+
+# The key the simulator fixture expects; the cast's "sim" connection holds the same one.
+SIMULATOR_API_KEY = "sim-secret-key-not-real"
+
+
+class RunningSimulator:
+    """The simulator served by uvicorn in a background thread, on a free port."""
+
+    def __init__(self, app, port: int) -> None:
+        self.app = app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.openai_base = self.url + "/v1"
+        self.api_key = SIMULATOR_API_KEY
+
+    def _control(self, method: str, path: str, json=None):
+        import httpx
+
+        response = httpx.request(method, self.url + path, json=json, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def reset(self) -> None:
+        self._control("POST", "/_sim/reset")
+
+    def script(self, model: str, responses: list[dict]) -> None:
+        self._control("POST", "/_sim/script", {"model": model, "responses": responses})
+
+    def requests(self) -> list[dict]:
+        return self._control("GET", "/_sim/requests")["requests"]
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from connections.simulator import create_app
+
+    app = create_app(api_key=SIMULATOR_API_KEY)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "the simulator did not start"
+    running = RunningSimulator(app, sock.getsockname()[1])
+    yield running
+    server.should_exit = True
+    thread.join(timeout=5)
+    sock.close()

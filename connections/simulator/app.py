@@ -1,0 +1,353 @@
+"""The simulator's ASGI application: routing, authentication, faults and the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from . import openai_wire
+
+Headers = list[tuple[bytes, bytes]]
+JSON = [(b"content-type", b"application/json")]
+SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+# Model-name conventions (see the package docstring): `fail-503`, `slow-1000`, `drip-50`, `drop-3`.
+CONVENTION = re.compile(r"(?:^|[-_.:/])(fail|slow|drip|drop)-(\d+)(?=$|[-_.:/])")
+AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)$")
+SECRET_HEADERS = {b"authorization", b"api-key", b"x-amz-security-token"}
+STATUS_TYPES = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("invalid_request_error", "not_found"),
+    408: ("timeout", "timeout"),
+    422: ("invalid_request_error", "unprocessable"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+}
+
+
+def fault_from_name(model: str) -> dict[str, Any]:
+    fault: dict[str, Any] = {}
+    for kind, number in CONVENTION.findall(model or ""):
+        value = int(number)
+        if kind == "fail":
+            fault["status"] = value
+            if value == 429:
+                fault["retry_after"] = 1
+        elif kind == "slow":
+            fault["delay_ms"] = value
+        elif kind == "drip":
+            fault["chunk_interval_ms"] = value
+        elif kind == "drop":
+            fault["drop_after_chunks"] = value
+    return fault
+
+
+class Request:
+    __slots__ = ("body", "headers", "method", "path", "query")
+
+    def __init__(self, scope: dict[str, Any], body: bytes) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
+        self.headers: Headers = scope["headers"]
+        self.body = body
+
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def param(self, name: str) -> str | None:
+        values = parse_qs(self.query.decode("latin-1")).get(name)
+        return values[0] if values else None
+
+
+class Simulator:
+    """An ASGI provider simulator. Per-process state: scripts, the request log, the prompt cache."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        models: list[str] | None = None,
+        log_size: int = 2000,
+    ) -> None:
+        self.api_key = api_key
+        self.models = models or [name for name, _ in openai_wire.DEFAULT_MODELS]
+        self.scripts: dict[str, deque[dict[str, Any]]] = {}
+        self.log: deque[tuple[Request, str | None]] = deque(maxlen=log_size)
+        self.seen_system_prompts: set[str] = set()
+
+    def reset(self) -> None:
+        self.scripts.clear()
+        self.log.clear()
+        self.seen_system_prompts.clear()
+
+    # --- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        request = Request(scope, b"".join(chunks))
+        await self.handle(request, send)
+
+    async def handle(self, request: Request, send) -> None:
+        path = request.path
+        if path.startswith("/_sim/"):
+            return await self.control(request, send)
+        if path.startswith("/v1/"):
+            return await self.openai(request, send)
+        if path.startswith("/openai/"):
+            return await self.azure(request, send)
+        await respond(send, 404, openai_wire.error_body("Not found.", **_kind(404)))
+
+    # --- shared helpers -----------------------------------------------------------------------
+
+    def record(self, request: Request, model: str | None) -> None:
+        self.log.append((request, model))
+
+    def next_fault(self, model: str) -> dict[str, Any]:
+        for key in (model, "*"):
+            queue = self.scripts.get(key)
+            if queue:
+                return queue.popleft()
+        return fault_from_name(model)
+
+    async def apply_fault(self, fault: dict[str, Any], send, error_body=None) -> bool:
+        """Sleep and/or answer with an error as scripted; True when the answer was sent."""
+        if fault.get("delay_ms"):
+            await asyncio.sleep(fault["delay_ms"] / 1000)
+        status = fault.get("status")
+        if status and status >= 400:
+            headers = list(JSON)
+            if fault.get("retry_after") is not None:
+                headers.append((b"retry-after", str(fault["retry_after"]).encode()))
+            message = fault.get("message") or f"Simulated error {status}."
+            body = (error_body or _openai_error)(status, message)
+            await respond(send, status, body, headers)
+            return True
+        return False
+
+    # --- control API --------------------------------------------------------------------------
+
+    async def control(self, request: Request, send) -> None:
+        if request.path == "/_sim/reset" and request.method == "POST":
+            self.reset()
+            return await respond(send, 200, b'{"ok":true}')
+        if request.path == "/_sim/requests" and request.method == "GET":
+            return await respond(send, 200, orjson.dumps({"requests": self.requests()}))
+        if request.path == "/_sim/script" and request.method == "POST":
+            try:
+                data = orjson.loads(request.body)
+                model, responses = data["model"], data["responses"]
+                assert isinstance(model, str) and isinstance(responses, list)
+                assert all(isinstance(r, dict) for r in responses)
+            except (orjson.JSONDecodeError, KeyError, TypeError, AssertionError):
+                body = openai_wire.error_body(
+                    'Expected {"model": str, "responses": [object, ...]}.', **_kind(400)
+                )
+                return await respond(send, 400, body)
+            self.scripts.setdefault(model, deque()).extend(responses)
+            return await respond(send, 200, orjson.dumps({"ok": True, "queued": len(responses)}))
+        await respond(send, 404, openai_wire.error_body("Not found.", **_kind(404)))
+
+    def requests(self) -> list[dict[str, Any]]:
+        out = []
+        for request, model in self.log:
+            headers = {}
+            for key, value in request.headers:
+                name = key.decode("latin-1")
+                if key in SECRET_HEADERS:
+                    headers[name] = "sha256:" + hashlib.sha256(value).hexdigest()
+                else:
+                    headers[name] = value.decode("latin-1")
+            try:
+                body: Any = orjson.loads(request.body) if request.body else None
+            except orjson.JSONDecodeError:
+                body = request.body.decode("utf-8", "replace")
+            out.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "query": request.query.decode("latin-1"),
+                    "model": model,
+                    "headers": headers,
+                    "body": body,
+                }
+            )
+        return out
+
+    # --- OpenAI and Azure OpenAI --------------------------------------------------------------
+
+    async def openai(self, request: Request, send) -> None:
+        path = request.path
+        if request.method == "GET" and path.startswith("/v1/models"):
+            self.record(request, None)
+            if not self._bearer_ok(request):
+                return await respond(send, 401, _openai_error(401, "Incorrect API key provided."))
+            if path == "/v1/models":
+                return await respond(send, 200, openai_wire.models_body(self.models))
+            name = path[len("/v1/models/") :]
+            if name in self.models:
+                return await respond(send, 200, orjson.dumps(openai_wire.model_object(name)))
+            message = f"The model '{name}' does not exist."
+            return await respond(send, 404, openai_wire.error_body(message, **_kind(404)))
+        if request.method == "POST" and path in ("/v1/chat/completions", "/v1/embeddings"):
+            body = _json_object(request.body)
+            model = body.get("model") if isinstance(body, dict) else None
+            self.record(request, model if isinstance(model, str) else None)
+            if not self._bearer_ok(request):
+                return await respond(send, 401, _openai_error(401, "Incorrect API key provided."))
+            if not isinstance(body, dict):
+                return await respond(send, 400, _openai_error(400, "We could not parse the JSON."))
+            if not isinstance(model, str) or not model:
+                return await respond(send, 400, _openai_error(400, "You must provide a model."))
+            endpoint = "chat" if path.endswith("completions") else "embeddings"
+            return await self.serve(endpoint, model, body, send)
+        await respond(send, 404, openai_wire.error_body("Not found.", **_kind(404)))
+
+    async def azure(self, request: Request, send) -> None:
+        match = AZURE_PATH.match(request.path)
+        if request.method != "POST" or not match:
+            return await respond(send, 404, _azure_error(404, "Resource not found"))
+        deployment, operation = match.groups()
+        body = _json_object(request.body)
+        self.record(request, deployment)
+        if not request.param("api-version"):
+            return await respond(send, 404, _azure_error(404, "Resource not found"))
+        key = request.header(b"api-key")
+        bearer = request.header(b"authorization")
+        if self.api_key and key != self.api_key and bearer != f"Bearer {self.api_key}":
+            message = (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make "
+                "sure to provide a valid key for an active subscription and use a correct "
+                "regional API endpoint for your resource."
+            )
+            return await respond(send, 401, _azure_error(401, message))
+        if not isinstance(body, dict):
+            return await respond(send, 400, _openai_error(400, "We could not parse the JSON."))
+        endpoint = "chat" if operation == "chat/completions" else "embeddings"
+        await self.serve(endpoint, deployment, body, send)
+
+    def _bearer_ok(self, request: Request) -> bool:
+        return not self.api_key or request.header(b"authorization") == f"Bearer {self.api_key}"
+
+    async def serve(self, endpoint: str, model: str, body: dict[str, Any], send) -> None:
+        fault = self.next_fault(model)
+        if await self.apply_fault(fault, send):
+            return
+        if endpoint == "embeddings":
+            answer = openai_wire.embeddings_body(body, model)
+            if answer is None:
+                message = "'input' must be a string, a list of strings or token lists."
+                answer = _openai_error(400, message)
+                return await respond(send, 400, answer)
+            return await respond_faulty(send, answer, fault)
+        plan = openai_wire.ChatPlan(body, model, self.seen_system_prompts)
+        if not body.get("stream"):
+            return await respond_faulty(send, plan.completion(), fault)
+        options = body.get("stream_options") or {}
+        include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        await stream(send, plan.chunks(include_usage), fault)
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def _kind(status: int) -> dict[str, Any]:
+    error_type, code = STATUS_TYPES.get(
+        status, ("server_error" if status >= 500 else "error", None)
+    )
+    return {"error_type": error_type, "code": code}
+
+
+def _openai_error(status: int, message: str) -> bytes:
+    return openai_wire.error_body(message, **_kind(status))
+
+
+def _azure_error(status: int, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": str(status), "message": message}})
+
+
+def _json_object(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def respond(send, status: int, body: bytes, headers: Headers | None = None) -> None:
+    headers = list(headers or JSON)
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def respond_faulty(send, body: bytes, fault: dict[str, Any], headers=None) -> None:
+    """A whole answer, or a broken one when the fault says so (cut short, or not JSON)."""
+    if fault.get("malformed_sse"):
+        body = body[: len(body) // 2]
+        return await respond(send, 200, body, headers)
+    if fault.get("drop_after_chunks") is not None:
+        head = [*(headers or JSON), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        # Half the promised bytes, then return without finishing: the server drops the connection.
+        await send(
+            {"type": "http.response.body", "body": body[: len(body) // 2], "more_body": True}
+        )
+        return
+    await respond(send, 200, body, headers)
+
+
+async def stream(send, frames: list[bytes], fault: dict[str, Any], headers=None) -> None:
+    """Send frames; honour chunk_interval_ms, drop_after_chunks and malformed_sse."""
+    await send({"type": "http.response.start", "status": 200, "headers": list(headers or SSE)})
+    drop = fault.get("drop_after_chunks")
+    if fault.get("malformed_sse"):
+        cut = min(2, len(frames))
+        frames = [*frames[:cut], b'data: {"id": "chatcmpl-broken", "choices": [\n\n', *frames[cut:]]
+    if drop is not None:
+        frames = frames[:drop]
+    interval = (fault.get("chunk_interval_ms") or 0) / 1000
+    if interval:
+        for frame in frames:
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await asyncio.sleep(interval)
+    elif frames:
+        await send({"type": "http.response.body", "body": b"".join(frames), "more_body": True})
+    if drop is not None:
+        return  # never finish the response: the server closes the connection mid-stream
+    await send({"type": "http.response.body", "body": b""})
+
+
+def create_app(*, api_key: str | None = None, models: list[str] | None = None) -> Simulator:
+    return Simulator(api_key=api_key, models=models)
+
+
+def app_from_env() -> Simulator:
+    key = os.environ.get("MESHGATE_SIMULATOR_API_KEY") or None
+    models = os.environ.get("MESHGATE_SIMULATOR_MODELS")
+    return Simulator(api_key=key, models=models.split(",") if models else None)

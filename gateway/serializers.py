@@ -202,8 +202,15 @@ class GrantSerializer(serializers.Serializer):
 # --- aliases ------------------------------------------------------------------------------------
 
 
+class TargetsField(serializers.ListField):
+    """Mesh ids in, mesh ids out, in the alias's order."""
+
+    def to_representation(self, targets) -> list[str]:
+        return [target.llm.mesh_id for target in targets.all()]
+
+
 class AliasSerializer(StrictFieldsMixin, serializers.ModelSerializer):
-    targets = serializers.ListField(
+    targets = TargetsField(
         child=serializers.CharField(max_length=255),
         allow_empty=True,
         required=False,
@@ -228,11 +235,6 @@ class AliasSerializer(StrictFieldsMixin, serializers.ModelSerializer):
         if missing:
             raise serializers.ValidationError(f"Unknown models: {', '.join(missing)}.")
         return [llms[mesh_id] for mesh_id in mesh_ids]
-
-    def to_representation(self, alias: Alias) -> dict:
-        data = super().to_representation(alias)
-        data["targets"] = [target.llm.mesh_id for target in alias.targets.all()]
-        return data
 
     def create(self, validated_data: dict) -> Alias:
         with service_errors():

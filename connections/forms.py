@@ -1,0 +1,182 @@
+"""Admin forms of the connections app.
+
+Secret fields are write-only: a PasswordInput that never renders a value (not
+even after a failed submit), with help text that says when the secret was set.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django import forms
+from django.contrib.admin.widgets import FilteredSelectMultiple
+from django.contrib.auth.models import Group
+
+from . import services
+from .models import LLM, Connection, Department
+
+SECRET_LABELS = {
+    "api_key": "API key",
+    "aws_access_key_id": "AWS access key id",
+    "aws_secret_access_key": "AWS secret access key",
+    "aws_session_token": "AWS session token",
+}
+
+KIND_HELP = {
+    Connection.Kind.OPENAI: "OpenAI: an API key. Base URL optional "
+    "(https://api.openai.com/v1 by default).",
+    Connection.Kind.AZURE_OPENAI: "Azure OpenAI: base URL https://<resource>.openai.azure.com, "
+    'the API version, an API key, and in options the deployments, e.g. {"deployments": '
+    '{"my-gpt4o": "gpt-4o"}} (deployment name to model, for the catalog prices).',
+    Connection.Kind.BEDROCK: "AWS Bedrock: the region, and an access key id and secret access key "
+    "(a session token for temporary credentials). Base URL only to override the endpoint.",
+    Connection.Kind.OPENAI_COMPATIBLE: "OpenAI-compatible server (vLLM, TGI, Ollama): its base "
+    "URL ending in /v1, e.g. http://vllm:8000/v1, and an API key if the server wants one. "
+    "Private addresses need MESHGATE_ALLOW_PRIVATE_UPSTREAMS.",
+    Connection.Kind.HUGGINGFACE_LOCAL: "Hugging Face local models: no secret; in options the "
+    'models directory and device, e.g. {"models_dir": "/models", "device": "cpu"}.',
+}
+
+
+def _all_secret_fields() -> list[str]:
+    names: list[str] = []
+    for fields in Connection.SECRET_FIELDS.values():
+        names.extend(name for name in fields if name not in names)
+    return names
+
+
+def secret_status(connection: Connection, name: str) -> str:
+    """'set on <date>' or 'not set': never the value, nor a masked form of it."""
+    when = (connection.secrets_set_at or {}).get(name)
+    if not when:
+        return "not set"
+    try:
+        return f"set on {datetime.fromisoformat(when):%Y-%m-%d %H:%M} UTC"
+    except ValueError:
+        return "set"
+
+
+def _kinds_using(name: str) -> str:
+    return ", ".join(
+        str(Connection.Kind(kind).label)
+        for kind, fields in Connection.SECRET_FIELDS.items()
+        if name in fields
+    )
+
+
+class ConnectionForm(forms.ModelForm):
+    base_url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text=Connection._meta.get_field("base_url").help_text,
+    )
+
+    class Meta:
+        model = Connection
+        fields = list(services.CONNECTION_FIELDS)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        saved = self.instance.pk is not None
+        for name in _all_secret_fields():
+            status = secret_status(self.instance, name) if saved else "not set"
+            self.fields[name] = forms.CharField(
+                label=SECRET_LABELS.get(name, name),
+                required=False,
+                strip=True,
+                widget=forms.PasswordInput(
+                    render_value=False, attrs={"autocomplete": "new-password"}
+                ),
+                help_text=f"{status.capitalize()}. Type a new value to replace it; leave empty to "
+                f"keep it. Used by: {_kinds_using(name)}.",
+            )
+            if saved and status != "not set":
+                self.fields[f"clear_{name}"] = forms.BooleanField(
+                    label=f"Remove the {SECRET_LABELS.get(name, name)}", required=False
+                )
+        self.fields["kind"].help_text = " ".join(str(text) for text in KIND_HELP.values())
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        kind = cleaned.get("kind") or self.instance.kind
+        allowed = Connection.SECRET_FIELDS.get(kind, ())
+        for name in _all_secret_fields():
+            if cleaned.get(name) and name not in allowed:
+                self.add_error(name, f"A {Connection.Kind(kind).label} connection has no {name}.")
+        return cleaned
+
+    def secret_values(self) -> dict[str, str]:
+        return {
+            name: self.cleaned_data[name]
+            for name in _all_secret_fields()
+            if self.cleaned_data.get(name)
+        }
+
+    def secrets_to_clear(self) -> list[str]:
+        return [name for name in _all_secret_fields() if self.cleaned_data.get(f"clear_{name}")]
+
+    def model_changes(self) -> dict[str, Any]:
+        return {
+            name: self.cleaned_data[name]
+            for name in services.CONNECTION_FIELDS
+            if name in self.changed_data
+        }
+
+    def model_values(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in services.CONNECTION_FIELDS}
+
+
+class LLMForm(forms.ModelForm):
+    groups = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.order_by("name"),
+        required=False,
+        widget=FilteredSelectMultiple("groups", is_stacked=False),
+        help_text="Groups whose members may call this model (django-guardian use_llm), "
+        "once it is approved.",
+    )
+
+    class Meta:
+        model = LLM
+        fields = ["connection", "name", "approved", *services.LLM_FIELDS]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["groups"].initial = services.llm_groups(self.instance)
+
+    def llm_changes(self) -> dict[str, Any]:
+        return {
+            name: self.cleaned_data[name]
+            for name in services.LLM_FIELDS
+            if name in self.changed_data
+        }
+
+
+class GroupPickForm(forms.Form):
+    groups = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.order_by("name"), widget=forms.CheckboxSelectMultiple
+    )
+
+
+class DepartmentForm(forms.ModelForm):
+    name = forms.CharField(max_length=150, help_text="The Django group's name.")
+
+    class Meta:
+        model = Department
+        fields = ["name", "cost_center", "contacts"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["name"].initial = self.instance.group.name
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        taken = Group.objects.filter(name=name)
+        if self.instance.pk:
+            taken = taken.exclude(pk=self.instance.group_id)
+        if taken.filter(department__isnull=False).exists():
+            raise forms.ValidationError("Another department already has this name.")
+        return name

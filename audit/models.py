@@ -106,3 +106,94 @@ class CallRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} {self.model_requested} {self.outcome}"
+
+
+# --- usage roll-ups and chargeback (services in audit.services) -----------------------------
+
+
+class UsageRollup(models.Model):
+    """Totals of one UTC day's calls for one group (department × user × LLM × purpose × key).
+
+    Recomputed from CallRecord by `usage_rollup_day`, which replaces a day's rows as a whole:
+    never incremented, so recomputing is idempotent. A key belongs to one user, department and
+    purpose, so grouping by its prefix too adds few rows and lets chargeback break down by key.
+    """
+
+    day = models.DateField()
+    department = models.ForeignKey(
+        "connections.Department", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    llm = models.ForeignKey(
+        "connections.LLM", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    purpose = models.CharField(max_length=200, blank=True)
+    api_key_prefix = models.CharField(max_length=32, blank=True)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**MONEY)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day"]
+        indexes = [
+            models.Index(fields=["day", "department"], name="rollup_day_department"),
+            models.Index(fields=["department", "day"], name="rollup_department_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.department_id} {self.user_id} {self.llm_id} {self.purpose}"
+
+
+class ChargebackReport(models.Model):
+    """One department's statement for one month. Regenerating adds a version and makes it the
+    current one; earlier versions stay, with their files, downloadable."""
+
+    month = models.DateField(help_text="First day of the month the report covers.")
+    department = models.ForeignKey(
+        "connections.Department", on_delete=models.PROTECT, related_name="chargeback_reports"
+    )
+    version = models.PositiveIntegerField(default=1)
+    is_current = models.BooleanField(default=True)
+    # Snapshots: the report stays true if the department is renamed or re-coded later.
+    department_name = models.CharField(max_length=150)
+    cost_center = models.CharField(max_length=32)
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    total_cost = models.DecimalField(**MONEY)
+    breakdowns = models.JSONField(default=dict, blank=True)
+    # Files kept in the database: versions are immutable and small, and downloads go through
+    # permission checks, never through a public media URL.
+    csv_file = models.BinaryField(editable=False)
+    xlsx_file = models.BinaryField(editable=False)
+    generated_at = models.DateTimeField()
+    generated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-month", "department_name", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["month", "department", "version"], name="chargeback_unique_version"
+            ),
+            models.UniqueConstraint(
+                fields=["month", "department"],
+                condition=models.Q(is_current=True),
+                name="chargeback_one_current",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.department_name} {self.month:%Y-%m} v{self.version}"
+
+    def file_name(self, fmt: str) -> str:
+        return f"chargeback-{self.month:%Y-%m}-{self.cost_center}-v{self.version}.{fmt}"

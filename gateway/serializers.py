@@ -13,6 +13,8 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
 
 from connections import services as connection_services
@@ -259,6 +261,11 @@ class AliasSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 # --- API keys -----------------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class DepartmentNameField(serializers.SlugRelatedField):
+    """A department by its group's name."""
+
+
 class ApiKeySerializer(StrictFieldsMixin, serializers.ModelSerializer):
     owner = serializers.SlugRelatedField(
         slug_field="username",
@@ -266,7 +273,7 @@ class ApiKeySerializer(StrictFieldsMixin, serializers.ModelSerializer):
         required=False,
         help_text="Defaults to you. Another user only with the gateway.add_apikey permission.",
     )
-    department = serializers.SlugRelatedField(
+    department = DepartmentNameField(
         slug_field="group__name",
         queryset=Department.objects.select_related("group"),
         help_text="The department charged: one of the owner's groups.",

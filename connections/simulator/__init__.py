@@ -44,7 +44,7 @@ Faults by script (control API; per process)
   {"status": 503}, {"delay_ms": 1000}, {"drop_after_chunks": 3}, {"malformed_sse": true},
   {"chunk_interval_ms": 200}, {}]}`: the next requests for that model (`"*"` for
   any) take these in order, then behaviour returns to normal. An entry may also
-  carry `"message"` for the error text.
+  carry `"message"` and `"code"` for the error body.
 - `GET /_sim/requests`: the log of received requests (method, path, query, model,
   headers with `Authorization`, `api-key` and `x-amz-security-token` replaced by
   their SHA-256, body), the last 2,000.

@@ -146,7 +146,11 @@ class Simulator:
             if fault.get("retry_after") is not None:
                 headers.append((b"retry-after", str(fault["retry_after"]).encode()))
             message = fault.get("message") or f"Simulated error {status}."
-            body = (error_body or _openai_error)(status, message)
+            if error_body is not None:
+                body = error_body(status, message)
+            else:
+                kind = {**_kind(status), **({"code": fault["code"]} if "code" in fault else {})}
+                body = openai_wire.error_body(message, **kind)
             await respond(send, status, body, headers)
             return True
         return False

@@ -212,3 +212,17 @@ def test_scrub_removes_whole_secrets_and_the_ends_providers_echo():
     text = f"Incorrect API key provided: {secret[:8]}******{secret[-4:]} and {secret}"
     scrubbed = services.scrub(text, [secret])
     assert secret not in scrubbed and secret[:8] not in scrubbed and secret[-4:] not in scrubbed
+
+
+def test_changing_the_kind_drops_secrets_the_new_kind_does_not_take(cast):
+    services.connection_update(
+        connection=cast.connection,
+        actor=cast.admin,
+        kind=Connection.Kind.BEDROCK,
+        region="us-east-1",
+        base_url="",
+        secrets={"aws_access_key_id": "AKIAEXAMPLE", "aws_secret_access_key": "example-secret"},
+    )
+    cast.connection.refresh_from_db()
+    assert set(cast.connection.get_secrets()) == {"aws_access_key_id", "aws_secret_access_key"}
+    assert set(cast.connection.secrets_set_at) == {"aws_access_key_id", "aws_secret_access_key"}

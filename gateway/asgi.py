@@ -1,0 +1,221 @@
+"""`GatewayApp`: the lean ASGI app serving `/v1/` (see ARCHITECTURE.md, "the request path").
+
+No Django middleware and no HttpRequest: a bounded body read, orjson, the
+cached key, catalog and adapters, and the audit writer. Every response carries
+`x-request-id`. A streamed reply is pumped while a second task listens for the
+client's disconnect, because uvicorn silently drops writes to a closed socket:
+without the listener a disconnected client's upstream call would run to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from audit.writer import writer
+
+from . import auth, clients, service
+from .errors import GatewayError, error_body
+
+logger = logging.getLogger(__name__)
+
+CALL_ROUTES = {"/v1/chat/completions": "chat.completions", "/v1/embeddings": "embeddings"}
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+class GatewayApp:
+    def __init__(self) -> None:
+        self.max_body = settings.MESHGATE_MAX_BODY_BYTES
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self.http(scope, receive, send)
+
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                writer.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await clients.close_all()
+                await asyncio.get_running_loop().run_in_executor(None, writer.stop)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    async def http(self, scope: dict[str, Any], receive, send) -> None:
+        started = time.monotonic()
+        request_id = new_request_id()
+        path, method = scope["path"], scope["method"]
+        headers = _headers(scope)
+        client = scope.get("client")
+        client_ip = client[0] if client else None
+        user_agent = headers.get(b"user-agent", b"").decode("latin-1")
+        endpoint = CALL_ROUTES.get(path)
+        refuse = {
+            "request_id": request_id,
+            "client_ip": client_ip,
+            "user_agent": user_agent,
+            "started": started,
+        }
+        body: dict[str, Any] | None = None
+        try:
+            if endpoint is not None:
+                if method != "POST":
+                    raise _not_allowed()
+                body = await self.read_json(headers, receive)
+                principal = await auth.authenticate(headers.get(b"authorization"))
+                reply = await service.handle(
+                    endpoint,
+                    principal,
+                    body,
+                    request_id=request_id,
+                    client_ip=client_ip,
+                    user_agent=user_agent,
+                )
+            elif path == "/v1/models" or path.startswith("/v1/models/"):
+                if method != "GET":
+                    raise _not_allowed()
+                principal = await auth.authenticate(headers.get(b"authorization"))
+                reply = await self.models(principal, path, request_id)
+            else:
+                raise GatewayError(404, f"Unknown path {path[:100]}.", code="not_found")
+        except GatewayError as error:
+            # Refused before the service: still one record per request to /v1/.
+            reply = await service.record_refusal(
+                error, endpoint=endpoint or path[:40], body=body, **refuse
+            )
+        except Exception as exc:
+            logger.error("gateway: internal error before the service: %s", type(exc).__name__)
+            reply = service.error_reply(
+                GatewayError(
+                    500, f"Internal error (request id {request_id}).", code="internal_error"
+                ),
+                request_id,
+            )
+        await self.respond(reply, receive, send)
+
+    async def read_json(self, headers: dict[bytes, bytes], receive) -> dict[str, Any]:
+        """The request body as a JSON object; 413 before reading past the limit, 400 if not JSON."""
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise GatewayError(400, "Invalid Content-Length.", code="invalid_request")
+            if declared > self.max_body:
+                raise _too_large(self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(
+                    400, "The client went away.", code="disconnected", outcome="client_disconnected"
+                )
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _too_large(self.max_body)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        try:
+            data = orjson.loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json")
+        if not isinstance(data, dict):
+            raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+        return data
+
+    async def models(
+        self, principal: service.Principal, path: str, request_id: str
+    ) -> service.Reply:
+        items = await service.list_models(principal)
+        if path == "/v1/models":
+            body = orjson.dumps({"object": "list", "data": items})
+            return service.Reply(200, service._headers(request_id), body=body)
+        wanted = path[len("/v1/models/") :]
+        for item in items:
+            if item["id"] == wanted:
+                return service.Reply(200, service._headers(request_id), body=orjson.dumps(item))
+        from .errors import model_not_found
+
+        error = model_not_found(wanted)
+        return service.error_reply(error, request_id)
+
+    async def respond(self, reply: service.Reply, receive, send) -> None:
+        if reply.stream is None:
+            body = reply.body or b""
+            headers = [*reply.headers, (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.pump(reply, receive, send)
+
+    async def pump(self, reply: service.Reply, receive, send) -> None:
+        """Send the stream's frames; cancel it as soon as the client goes away."""
+        stream = reply.stream
+
+        async def forward() -> None:
+            try:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": reply.status,
+                        "headers": reply.headers,
+                    }
+                )
+                async for frame in stream:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            finally:
+                # Runs the stream's own cleanup (upstream closed, record completed) however we left.
+                await stream.aclose()
+
+        async def disconnected() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+
+        forwarding = asyncio.ensure_future(forward())
+        listening = asyncio.ensure_future(disconnected())
+        try:
+            await asyncio.wait({forwarding, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not forwarding.done():
+                forwarding.cancel()
+            listening.cancel()
+            # Let the cancelled stream finish its cleanup (its record write) before returning.
+            await asyncio.gather(forwarding, return_exceptions=True)
+        if forwarding.done() and not forwarding.cancelled() and forwarding.exception():
+            logger.warning("gateway: a stream ended with %s", type(forwarding.exception()).__name__)
+
+
+def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+def _not_allowed() -> GatewayError:
+    return GatewayError(405, "Method not allowed.", code="method_not_allowed")
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The request body is larger than {limit} bytes.", code="too_large")
+
+
+__all__ = ["GatewayApp", "error_body", "new_request_id"]

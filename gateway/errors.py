@@ -1,0 +1,154 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the right status.
+
+SDK clients raise their usual exceptions from the status (401 AuthenticationError,
+404 NotFoundError, 429 RateLimitError...), so the status matters as much as the body.
+Upstream failures are mapped here and never passed through raw: the message is
+the adapter's (which promises to be safe) with URLs, hosts and the connection's
+secrets scrubbed once more, because a leaked credential cannot be taken back.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+
+from connections.providers.base import ProviderError
+
+# The `type` OpenAI uses for each status; clients read `code` for the detail.
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "api_error",
+    503: "service_unavailable",
+    504: "timeout_error",
+}
+
+# CallRecord.Outcome values by status (kept as strings: errors must not import the audit models).
+_OUTCOMES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "invalid_request",
+    408: "timeout",
+    413: "invalid_request",
+    422: "invalid_request",
+    429: "rate_limited",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "upstream_error",
+    504: "timeout",
+}
+
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+_HOST_PORT = re.compile(
+    r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|[a-z0-9-]+(?:\.[a-z0-9-]+)+|localhost)(?::\d{2,5})\b",
+    re.IGNORECASE,
+)
+_MAX_MESSAGE = 500
+
+
+class GatewayError(Exception):
+    """A refusal or failure the client sees, already in OpenAI's terms."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        param: str | None = None,
+        error_type: str | None = None,
+        outcome: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.error_type = error_type or _TYPES.get(status, "api_error")
+        self.outcome = outcome or outcome_for(status)
+        self.retry_after = retry_after
+
+    def body(self) -> bytes:
+        return error_body(self.message, self.error_type, self.code, self.param)
+
+    def event(self) -> bytes:
+        """The same error as a final SSE frame, for a stream that fails after its first byte."""
+        return b"data: " + self.body() + b"\n\n"
+
+
+def outcome_for(status: int) -> str:
+    if status in _OUTCOMES:
+        return _OUTCOMES[status]
+    return "upstream_error" if status >= 500 else "invalid_request"
+
+
+def error_body(message: str, error_type: str, code: str, param: str | None = None) -> bytes:
+    return orjson.dumps(
+        {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+    )
+
+
+def scrub(message: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Remove secrets, URLs and host:port pairs from a message meant for a client or a record."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            message = message.replace(secret, "[redacted]")
+    message = _URL.sub("[upstream]", message)
+    message = _HOST_PORT.sub("[upstream]", message)
+    return message[:_MAX_MESSAGE]
+
+
+def from_provider(exc: ProviderError, secrets: list[str] | tuple[str, ...] = ()) -> GatewayError:
+    status = exc.status if exc.status in _TYPES else (502 if exc.status >= 500 else 400)
+    if status in (401, 403):
+        # The provider refused Meshgate's own credentials: not the caller's key, so not a 401.
+        return GatewayError(
+            502, "The provider refused the connection's credentials.", code="upstream_auth_failed"
+        )
+    return GatewayError(
+        status,
+        scrub(exc.message or "The provider failed.", secrets),
+        code=exc.code or "upstream_error",
+        param=exc.param,
+        error_type=exc.error_type or None,
+        retry_after=exc.retry_after,
+    )
+
+
+# The refusals every caller gets the same way, whatever the detail behind them.
+def unauthorized() -> GatewayError:
+    return GatewayError(
+        401,
+        "Invalid or missing API key. Send 'Authorization: Bearer mg-...'.",
+        code="invalid_api_key",
+    )
+
+
+def model_not_found(model: object) -> GatewayError:
+    shown = model if isinstance(model, str) else ""
+    return GatewayError(
+        404,
+        f"The model '{shown[:200]}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def internal(request_id: str) -> GatewayError:
+    return GatewayError(
+        500,
+        f"Meshgate failed to handle the request (request id {request_id}).",
+        code="internal_error",
+    )

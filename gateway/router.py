@@ -1,0 +1,120 @@
+"""Retries and fallback across a call's targets.
+
+Each target gets its connection's `max_retries` extra attempts on retryable
+failures (connect errors, timeouts, 429, 5xx), with jittered exponential backoff,
+or the provider's `Retry-After` when it gives one (capped, so one slow-down
+cannot hold a call for minutes); then the next target is tried. A failure that
+is not retryable (a 400, a 401 from the provider) stops at once: another target
+would most likely refuse the same request. Streams fall back only before their
+first byte, which `open_stream` guarantees by raising before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connections.providers.base import Adapter, ProviderError
+
+from . import clients
+from .catalog import Snapshot, Target
+
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 4.0
+RETRY_AFTER_CAP = 10.0
+
+
+@dataclass
+class Attempts:
+    """Every attempt of one call, as the CallRecord stores them."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, target: Target, status: int, started: float, error: str = "") -> None:
+        item = {
+            "llm": target.mesh_id,
+            "llm_id": target.llm_id,
+            "connection": target.connection_slug,
+            "connection_id": target.connection_id,
+            "status": status,
+            "latency_ms": int((time.monotonic() - started) * 1000),
+        }
+        if error:
+            item["error"] = error
+        self.items.append(item)
+
+
+def backoff(attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None and retry_after >= 0:
+        return min(retry_after, RETRY_AFTER_CAP)
+    # Full jitter: concurrent callers retrying the same provider do not stampede together.
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+
+
+async def _attempt(
+    snap: Snapshot,
+    targets: list[Target],
+    body: dict[str, Any],
+    attempts: Attempts,
+    call: Callable[[Adapter, str, dict[str, Any]], Awaitable[Any]],
+) -> tuple[Target, Any]:
+    last_error: ProviderError | None = None
+    for target in targets:
+        config = snap.connections.get(target.connection_id)
+        if config is None:
+            continue
+        adapter = clients.adapter_for(config)
+        tries = 1 + max(0, config.max_retries)
+        for attempt in range(tries):
+            started = time.monotonic()
+            try:
+                result = await call(adapter, target.name, body)
+            except ProviderError as exc:
+                attempts.add(target, exc.status, started, exc.code or "upstream_error")
+                last_error = exc
+                if not exc.retryable:
+                    raise
+                if attempt + 1 < tries:
+                    await asyncio.sleep(backoff(attempt, exc.retry_after))
+                continue
+            except Exception:
+                # Our own failure or an adapter bug: recorded as an attempt, then a 500.
+                attempts.add(target, 500, started, "internal_error")
+                raise
+            attempts.add(target, 200, started)
+            return target, result
+    if last_error is None:
+        last_error = ProviderError("No provider could take the call.", status=503)
+    raise last_error
+
+
+async def complete(
+    snap: Snapshot, targets: list[Target], endpoint: str, body: dict[str, Any], attempts: Attempts
+) -> tuple[Target, Any]:
+    """(the target that answered, its Result) or the last ProviderError."""
+    if endpoint == "embeddings":
+        return await _attempt(snap, targets, body, attempts, _embed)
+    return await _attempt(snap, targets, body, attempts, _chat)
+
+
+async def open_stream(
+    snap: Snapshot, targets: list[Target], body: dict[str, Any], attempts: Attempts
+) -> tuple[Target, Any]:
+    """(the target that answered, its open Stream) or the last ProviderError."""
+    return await _attempt(snap, targets, body, attempts, _stream)
+
+
+async def _chat(adapter: Adapter, model: str, body: dict[str, Any]) -> Any:
+    return await adapter.chat(model, body)
+
+
+async def _embed(adapter: Adapter, model: str, body: dict[str, Any]) -> Any:
+    return await adapter.embed(model, body)
+
+
+async def _stream(adapter: Adapter, model: str, body: dict[str, Any]) -> Any:
+    return await adapter.open_stream(model, body)

@@ -1,0 +1,427 @@
+"""The gateway's transport-independent core: one call, from principal to reply.
+
+The ASGI app (`gateway.asgi`) and the playground both call `handle`. It checks
+the request, resolves and authorizes the model from memory, writes the audit
+record *before* going upstream (no record, no call: 503), calls the provider
+through the router, and completes the record on every exit path. A streamed
+reply's iterator completes the record when it ends, however it ends: iterate
+it to the end or `aclose()` it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from audit import redaction
+from audit.cost import call_cost
+from audit.writer import AuditUnavailable, writer
+from connections.providers.base import ProviderError, Usage
+
+from . import catalog, router
+from .errors import GatewayError, from_provider, internal
+from .validation import check_request, unsupported_field
+
+logger = logging.getLogger(__name__)
+
+JSON_HEADER = (b"content-type", b"application/json")
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+DONE = b"data: [DONE]\n\n"
+ENDPOINTS = ("chat.completions", "embeddings")
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    department_id: int | None
+    api_key_id: int | None  # None for playground calls
+    api_key_prefix: str  # "" for playground calls
+    purpose: str
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | None = None  # JSON reply, or
+    stream: AsyncIterator[bytes] | None = None  # SSE frames incl. the final b"data: [DONE]\n\n"
+
+
+@dataclass
+class _Call:
+    """What one call carries from its start to its record's completion."""
+
+    request_id: str
+    endpoint: str
+    started: float  # monotonic
+    started_at: datetime
+    record_id: int | None = None
+    attempts: router.Attempts | None = None
+    secrets: tuple[str, ...] = ()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _headers(request_id: str, extra: list[tuple[bytes, bytes]] | None = None) -> list:
+    headers = [JSON_HEADER, (b"x-request-id", request_id.encode())]
+    if extra:
+        headers.extend(extra)
+    return headers
+
+
+def error_reply(error: GatewayError, request_id: str) -> Reply:
+    extra = []
+    if error.status == 401:
+        extra.append((b"www-authenticate", b"Bearer"))
+    if error.retry_after is not None:
+        extra.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    return Reply(error.status, _headers(request_id, extra), body=error.body())
+
+
+def _opening_fields(
+    call: _Call,
+    principal: Principal | None,
+    body: dict[str, Any] | None,
+    *,
+    client_ip: str | None,
+    user_agent: str,
+    policy: str,
+    alias_name: str = "",
+) -> dict[str, Any]:
+    model = body.get("model") if isinstance(body, dict) else None
+    return {
+        "request_id": call.request_id,
+        "started_at": call.started_at,
+        "user_id": principal.user_id if principal else None,
+        "api_key_id": principal.api_key_id if principal else None,
+        "api_key_prefix": principal.api_key_prefix if principal else "",
+        "department_id": principal.department_id if principal else None,
+        "purpose": principal.purpose if principal else "",
+        "endpoint": call.endpoint[:40],
+        "streamed": bool(isinstance(body, dict) and body.get("stream") is True),
+        "model_requested": model[:255] if isinstance(model, str) else "",
+        "alias_name": alias_name,
+        "client_ip": client_ip,
+        "user_agent": (user_agent or "")[:512],
+        "request_body": redaction.apply_policy(policy, body),
+    }
+
+
+def _closing_fields(
+    call: _Call,
+    *,
+    outcome: str,
+    status: int,
+    error_message: str = "",
+    target: catalog.Target | None = None,
+    usage: Usage | None = None,
+    response_body: Any = None,
+    first_token_at: datetime | None = None,
+) -> dict[str, Any]:
+    ended_at = _now()
+    latency = int((time.monotonic() - call.started) * 1000)
+    usage = usage or Usage()
+    fields: dict[str, Any] = {
+        "outcome": outcome,
+        "status_code": status,
+        "error_message": error_message[:2000],
+        "first_token_at": first_token_at,
+        "ended_at": ended_at,
+        "latency_ms": latency,
+        "ttft_ms": (
+            int((first_token_at - call.started_at).total_seconds() * 1000)
+            if first_token_at
+            else None
+        ),
+        "attempts": call.attempts.items if call.attempts else [],
+        "llm_id": target.llm_id if target else None,
+        "connection_id": target.connection_id if target else None,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "tokens_estimated": usage.estimated,
+        "input_price": target.input_price if target else None,
+        "output_price": target.output_price if target else None,
+        "cached_input_price": target.cached_input_price if target else None,
+        "response_body": (
+            redaction.apply_policy(target.payload_policy, response_body) if target else None
+        ),
+    }
+    fields["cost"] = call_cost(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_tokens=usage.cached_tokens,
+        input_price=fields["input_price"],
+        output_price=fields["output_price"],
+        cached_input_price=fields["cached_input_price"],
+    )
+    return fields
+
+
+async def record_refusal(
+    error: GatewayError,
+    *,
+    endpoint: str,
+    request_id: str,
+    principal: Principal | None = None,
+    body: dict[str, Any] | None = None,
+    client_ip: str | None = None,
+    user_agent: str = "",
+    started: float | None = None,
+    policy: str = redaction.FULL,
+) -> Reply:
+    """Write the complete record of a call refused before any upstream call (one write)."""
+    call = _Call(request_id, endpoint, started or time.monotonic(), _now())
+    if started is not None:
+        call.started_at = _now() - timedelta(seconds=time.monotonic() - started)
+    fields = _opening_fields(
+        call, principal, body, client_ip=client_ip, user_agent=user_agent, policy=policy
+    )
+    fields.update(
+        _closing_fields(
+            call, outcome=error.outcome, status=error.status, error_message=error.message
+        )
+    )
+    try:
+        await writer.insert(fields)
+    except AuditUnavailable:
+        logger.error("audit: the refusal of request %s could not be recorded", request_id)
+    return error_reply(error, request_id)
+
+
+async def handle(
+    endpoint: str,
+    principal: Principal,
+    body: dict,
+    *,
+    request_id: str,
+    client_ip: str | None,
+    user_agent: str,
+) -> Reply:
+    """Serve one call to `endpoint` ("chat.completions" or "embeddings") for `principal`."""
+    started = time.monotonic()
+    refuse = {
+        "endpoint": endpoint,
+        "request_id": request_id,
+        "principal": principal,
+        "body": body,
+        "client_ip": client_ip,
+        "user_agent": user_agent,
+        "started": started,
+    }
+    try:
+        if endpoint not in ENDPOINTS:
+            raise GatewayError(404, f"Unknown endpoint {endpoint!r}.", code="not_found")
+        check_request(endpoint, body)
+        snap = await catalog.snapshot()
+        user = await catalog.user_info(principal.user_id)
+        if principal.department_id is not None and principal.department_id not in (
+            user.department_ids
+        ):
+            raise GatewayError(
+                403, "The key's owner no longer belongs to its department.", code="forbidden"
+            )
+        alias_name, targets = catalog.resolve(snap, user, body["model"], endpoint)
+        targets = _supported_targets(snap, targets, body)
+    except GatewayError as error:
+        return await record_refusal(error, **refuse)
+    policy = redaction.strictest([t.payload_policy for t in targets])
+    call = _Call(request_id, endpoint, started, _now(), attempts=router.Attempts())
+    call.secrets = tuple(
+        secret
+        for target in targets
+        for secret in snap.connections[target.connection_id].secret_values()
+    )
+    opening = _opening_fields(
+        call,
+        principal,
+        body,
+        client_ip=client_ip,
+        user_agent=user_agent,
+        policy=policy,
+        alias_name=alias_name,
+    )
+    try:
+        call.record_id = await writer.insert(opening)
+    except AuditUnavailable:
+        # Audit first: a call that cannot be recorded is not made.
+        error = GatewayError(
+            503, "The audit trail is unavailable; the call was not made.", code="audit_unavailable"
+        )
+        return error_reply(error, request_id)
+    streamed = endpoint == "chat.completions" and body.get("stream") is True
+    try:
+        if streamed:
+            return await _open_stream(call, snap, targets, body)
+        return await _complete(call, snap, targets, body)
+    except asyncio.CancelledError:
+        await _finish(call, outcome="client_disconnected", status=499)
+        raise
+    except Exception as exc:
+        return await _internal_error(call, exc)
+
+
+def _supported_targets(
+    snap: catalog.Snapshot, targets: list[catalog.Target], body: dict[str, Any]
+) -> list[catalog.Target]:
+    """Targets whose provider can honour every field; 400 naming the field if none can."""
+    from connections.providers import adapter_class
+
+    kept = []
+    refused_field = None
+    for target in targets:
+        config = snap.connections.get(target.connection_id)
+        if config is None:
+            continue
+        field = unsupported_field(body, adapter_class(config.kind).unsupported_fields)
+        if field is None:
+            kept.append(target)
+        elif refused_field is None:
+            refused_field = field
+    if not kept:
+        raise GatewayError(
+            400,
+            f"The field '{refused_field}' is not supported by this model's provider.",
+            code="unsupported_field",
+            param=refused_field,
+        )
+    return kept
+
+
+async def _finish(call: _Call, **closing: Any) -> None:
+    if call.record_id is not None:
+        await writer.complete(call.record_id, _closing_fields(call, **closing))
+
+
+async def _internal_error(call: _Call, exc: BaseException) -> Reply:
+    # The exception's text may quote a provider's answer: log its type and where, not its text.
+    logger.error(
+        "gateway: internal error in request %s: %s\n%s",
+        call.request_id,
+        type(exc).__name__,
+        "".join(traceback.format_tb(exc.__traceback__)),
+    )
+    error = internal(call.request_id)
+    await _finish(call, outcome="internal_error", status=500, error_message=error.message)
+    return error_reply(error, call.request_id)
+
+
+def _upstream_failure(call: _Call, exc: ProviderError) -> GatewayError:
+    return from_provider(exc, call.secrets)
+
+
+async def _complete(
+    call: _Call, snap: catalog.Snapshot, targets: list[catalog.Target], body: dict[str, Any]
+) -> Reply:
+    try:
+        target, result = await router.complete(snap, targets, call.endpoint, body, call.attempts)
+    except ProviderError as exc:
+        error = _upstream_failure(call, exc)
+        await _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
+        return error_reply(error, call.request_id)
+    response_body = None
+    if target.payload_policy != redaction.METADATA:
+        response_body = result.parsed if result.parsed is not None else orjson.loads(result.body)
+        if call.endpoint == "embeddings":
+            response_body = _summarize_embeddings(response_body)
+    await _finish(
+        call,
+        outcome="ok",
+        status=200,
+        target=target,
+        usage=result.usage,
+        response_body=response_body,
+    )
+    return Reply(200, _headers(call.request_id), body=result.body)
+
+
+def _summarize_embeddings(body: Any) -> Any:
+    """Vectors are bulky and say nothing to an auditor: keep their count and size."""
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return body
+    data = []
+    for item in body["data"]:
+        if isinstance(item, dict) and "embedding" in item:
+            vector = item["embedding"]
+            item = {**item, "embedding": f"<{len(vector)} values>"}
+        data.append(item)
+    return {**body, "data": data}
+
+
+async def _open_stream(
+    call: _Call, snap: catalog.Snapshot, targets: list[catalog.Target], body: dict[str, Any]
+) -> Reply:
+    try:
+        target, stream = await router.open_stream(snap, targets, body, call.attempts)
+    except ProviderError as exc:
+        error = _upstream_failure(call, exc)
+        await _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
+        return error_reply(error, call.request_id)
+    headers = [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())]
+    return Reply(200, headers, stream=_frames(call, target, stream))
+
+
+async def _frames(call: _Call, target: catalog.Target, stream: Any) -> AsyncIterator[bytes]:
+    """The stream's frames then [DONE]; on failure an error event and no [DONE]."""
+    outcome, status, message = "client_disconnected", 499, ""
+    first_token_at = None
+    delivered = False
+    try:
+        async for frame in stream:
+            if first_token_at is None:
+                first_token_at = _now()
+            yield frame
+        outcome, status = "ok", 200
+        delivered = True
+        yield DONE
+    except ProviderError as exc:
+        error = _upstream_failure(call, exc)
+        outcome, status, message = error.outcome, error.status, error.message
+        yield error.event()
+    except (asyncio.CancelledError, GeneratorExit):
+        if not delivered:
+            outcome, status = "client_disconnected", 499
+        raise
+    except Exception as exc:
+        logger.error(
+            "gateway: internal error in stream %s: %s\n%s",
+            call.request_id,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
+        error = internal(call.request_id)
+        outcome, status, message = "internal_error", 500, error.message
+        yield error.event()
+    finally:
+        try:
+            await stream.aclose()
+        except Exception:
+            logger.warning("gateway: closing the upstream stream of %s failed", call.request_id)
+        await _finish(
+            call,
+            outcome=outcome,
+            status=status,
+            error_message=message,
+            target=target,
+            usage=getattr(stream, "usage", None),
+            response_body=getattr(stream, "message", None),
+            first_token_at=first_token_at,
+        )
+
+
+async def list_models(principal: Principal) -> list[dict]:
+    """The LLMs and aliases the principal may use, in OpenAI's model shape plus Meshgate's."""
+    snap = await catalog.snapshot()
+    user = await catalog.user_info(principal.user_id)
+    return catalog.usable_models(snap, user)

@@ -1,0 +1,171 @@
+"""Request checks made before anything is sent upstream.
+
+Fields that could redirect a call (a base URL, a key, extra headers...) are
+refused wherever they appear in the JSON: an SDK's `extra_body` or a provider
+that reads nested options must never be able to point Meshgate's credentials at
+another host. Shapes are checked only as far as needed to give a clear 400
+rather than a confusing upstream error; unknown fields pass on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import GatewayError
+
+REDIRECT_FIELDS = frozenset(
+    {
+        "api_base",
+        "base_url",
+        "api_key",
+        "api_version",
+        "api_type",
+        "organization",
+        "extra_headers",
+        "extra_query",
+        "extra_body",
+        "headers",
+        "custom_llm_provider",
+        "deployment_id",
+    }
+)
+REDIRECT_PREFIXES = ("aws_", "azure_")
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_MAX_DEPTH = 64
+
+
+def find_redirect_field(data: Any, path: str = "", depth: int = 0) -> str | None:
+    """The JSON path of the first redirecting field in `data`, or None."""
+    if depth > _MAX_DEPTH:
+        return path or "body"
+    if isinstance(data, dict):
+        for key, value in data.items():
+            lowered = key.lower() if isinstance(key, str) else ""
+            here = f"{path}.{key}" if path else str(key)
+            if lowered in REDIRECT_FIELDS or lowered.startswith(REDIRECT_PREFIXES):
+                return here
+            if isinstance(value, dict | list):
+                found = find_redirect_field(value, here, depth + 1)
+                if found:
+                    return found
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            if isinstance(item, dict | list):
+                found = find_redirect_field(item, f"{path}[{index}]", depth + 1)
+                if found:
+                    return found
+    return None
+
+
+def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> GatewayError:
+    return GatewayError(400, message, code=code, param=param)
+
+
+def _int_field(body: dict, name: str, minimum: int, maximum: int | None = None) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _bad(f"'{name}' must be an integer of at least {minimum}.", name)
+    if maximum is not None and value > maximum:
+        raise _bad(f"'{name}' must be at most {maximum}.", name)
+
+
+def _number_field(body: dict, name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise _bad(f"'{name}' must be a number between {low:g} and {high:g}.", name)
+
+
+def check_request(endpoint: str, body: dict[str, Any]) -> None:
+    """Raise GatewayError 400 for a redirecting field or a malformed request."""
+    field = find_redirect_field(body)
+    if field is not None:
+        raise _bad(
+            f"The field '{field}' is not allowed: Meshgate decides where calls go.",
+            field,
+            code="forbidden_field",
+        )
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _bad("'model' is required and must be a string.", "model")
+    if endpoint == "embeddings":
+        _check_embeddings(body)
+    else:
+        _check_chat(body)
+
+
+def _check_chat(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list.", "messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _bad(f"messages[{index}] must be an object.", f"messages[{index}]")
+        if message.get("role") not in ROLES:
+            raise _bad(
+                f"messages[{index}].role must be one of {', '.join(sorted(ROLES))}.",
+                f"messages[{index}].role",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise _bad(
+                f"messages[{index}].content must be a string or a list of parts.",
+                f"messages[{index}].content",
+            )
+    for name in ("stream", "logprobs", "parallel_tool_calls"):
+        if name in body and body[name] is not None and not isinstance(body[name], bool):
+            raise _bad(f"'{name}' must be a boolean.", name)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _bad("'stream_options' must be an object.", "stream_options")
+    _int_field(body, "n", 1, 128)
+    _int_field(body, "max_tokens", 1)
+    _int_field(body, "max_completion_tokens", 1)
+    _int_field(body, "seed", -(2**63))
+    _number_field(body, "temperature", 0, 2)
+    _number_field(body, "top_p", 0, 1)
+    _number_field(body, "presence_penalty", -2, 2)
+    _number_field(body, "frequency_penalty", -2, 2)
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise _bad("'stop' must be a string or a list of strings.", "stop")
+    tools = body.get("tools")
+    if tools is not None and not (
+        isinstance(tools, list) and all(isinstance(tool, dict) for tool in tools)
+    ):
+        raise _bad("'tools' must be a list of objects.", "tools")
+    response_format = body.get("response_format")
+    if response_format is not None and not isinstance(response_format, dict):
+        raise _bad("'response_format' must be an object.", "response_format")
+
+
+def _check_embeddings(body: dict[str, Any]) -> None:
+    value = body.get("input")
+    if isinstance(value, str):
+        if not value:
+            raise _bad("'input' must not be empty.", "input")
+        return
+    if not isinstance(value, list) or not value:
+        raise _bad("'input' must be a string or a non-empty list.", "input")
+    for item in value:
+        if isinstance(item, str):
+            continue
+        if isinstance(item, int) and not isinstance(item, bool):
+            continue
+        if isinstance(item, list) and all(
+            isinstance(token, int) and not isinstance(token, bool) for token in item
+        ):
+            continue
+        raise _bad("'input' items must be strings or token lists.", "input")
+
+
+def unsupported_field(body: dict[str, Any], unsupported: frozenset[str]) -> str | None:
+    for name in unsupported:
+        if name in body:
+            return name
+    return None

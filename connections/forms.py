@@ -27,8 +27,9 @@ KIND_HELP = {
     Connection.Kind.OPENAI: "OpenAI: an API key. Base URL optional "
     "(https://api.openai.com/v1 by default).",
     Connection.Kind.AZURE_OPENAI: "Azure OpenAI: base URL https://<resource>.openai.azure.com, "
-    'the API version, an API key, and in options the deployments, e.g. {"deployments": '
-    '{"my-gpt4o": "gpt-4o"}} (deployment name to model, for the catalog prices).',
+    "the API version, an API key, and in options the deployments, e.g. "
+    '{"deployments": [{"name": "my-gpt4o", "model": "gpt-4o"}]} (the model names the catalog '
+    "prices).",
     Connection.Kind.BEDROCK: "AWS Bedrock: the region, and an access key id and secret access key "
     "(a session token for temporary credentials). Base URL only to override the endpoint.",
     Connection.Kind.OPENAI_COMPATIBLE: "OpenAI-compatible server (vLLM, TGI, Ollama): its base "

@@ -273,15 +273,11 @@ class DiscoveryResult:
 
 
 def _catalog_name(connection: Connection, name: str) -> str:
-    # Azure lists deployments, whose names are the admin's; the deployments option may
-    # say which model each one runs ({"deployment": "model"} or [{"name", "model"}]).
-    deployments = (connection.options or {}).get("deployments")
-    if isinstance(deployments, dict) and isinstance(deployments.get(name), str):
-        return deployments[name]
-    if isinstance(deployments, list):
-        for item in deployments:
-            if isinstance(item, dict) and item.get("name") == name and item.get("model"):
-                return str(item["model"])
+    # Azure lists deployments, whose names are the admin's; the deployments option says
+    # which model each one runs ([{"name": ..., "model": ...}]), and that names the prices.
+    for item in (connection.options or {}).get("deployments") or []:
+        if isinstance(item, dict) and item.get("name") == name and item.get("model"):
+            return str(item["model"])
     return name
 
 

@@ -226,3 +226,84 @@ def test_changing_the_kind_drops_secrets_the_new_kind_does_not_take(cast):
     cast.connection.refresh_from_db()
     assert set(cast.connection.get_secrets()) == {"aws_access_key_id", "aws_secret_access_key"}
     assert set(cast.connection.secrets_set_at) == {"aws_access_key_id", "aws_secret_access_key"}
+
+
+# --- discovery and tests against the simulator, through the real openai SDK -------------------
+
+
+@pytest.fixture
+def live(cast, simulator):
+    """The cast's connection pointed at the running simulator."""
+    simulator.reset()
+    services.connection_update(
+        connection=cast.connection, actor=cast.admin, base_url=simulator.openai_base
+    )
+    return cast
+
+
+def test_discovery_adds_new_models_unapproved_with_catalog_figures(live, simulator):
+    live.gpt4o.input_price = Decimal("3.00")  # an admin's own figure
+    live.gpt4o.save()
+    result = services.models_discover(connection=live.connection, actor=live.admin)
+    assert result.ok, result.message
+    assert sorted(result.added) == ["o4-mini", "text-embedding-3-large"]
+    assert sorted(result.known) == ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+    o4 = LLM.objects.get(mesh_id="sim/o4-mini")
+    assert not o4.approved and o4.approved_by is None
+    assert (o4.input_price, o4.output_price, o4.cached_input_price) == (
+        Decimal("1.10"),
+        Decimal("4.40"),
+        Decimal("0.275"),
+    )
+    assert o4.context_window == 200000 and o4.catalog_tokens_per_second and o4.catalog_date
+    large = LLM.objects.get(mesh_id="sim/text-embedding-3-large")
+    assert large.kind == "embedding" and large.input_price == Decimal("0.13")
+    live.gpt4o.refresh_from_db()
+    assert live.gpt4o.input_price == Decimal("3.00")
+    assert live.gpt4o.catalog_tokens_per_second == 110  # a blank filled in from the catalog
+    (event,) = events(ChangeEvent.Type.MODELS_DISCOVERED)
+    assert event.actor == live.admin and sorted(event.details["added"]) == sorted(result.added)
+    (request,) = [r for r in simulator.requests() if r["path"] == "/v1/models"]
+    assert request["method"] == "GET" and request["headers"]["user-agent"].startswith("OpenAI/")
+
+
+def test_discovery_twice_adds_nothing_the_second_time(live):
+    services.models_discover(connection=live.connection, actor=live.admin)
+    again = services.models_discover(connection=live.connection, actor=live.admin)
+    assert again.ok and again.added == [] and len(again.known) == 5
+
+
+def test_discovery_with_a_wrong_key_reports_a_clear_error_without_the_key(live):
+    services.connection_set_secrets(
+        connection=live.connection, actor=live.admin, secrets={"api_key": "wrong-key-0123456789abc"}
+    )
+    result = services.models_discover(connection=live.connection, actor=live.admin)
+    assert not result.ok
+    assert "credentials" in result.message
+    assert "wrong-key-0123456789abc" not in result.message
+    assert LLM.objects.count() == 4
+    assert not events(ChangeEvent.Type.MODELS_DISCOVERED)
+
+
+def test_connection_test_is_ok_against_the_simulator(live):
+    result = services.connection_test(connection=live.connection)
+    assert result.ok, result.message
+    assert "5 models" in result.message
+
+
+def test_connection_test_reports_an_unreachable_server(cast, unused_port):
+    services.connection_update(
+        connection=cast.connection, actor=cast.admin, base_url=f"http://127.0.0.1:{unused_port}/v1"
+    )
+    result = services.connection_test(connection=cast.connection)
+    assert not result.ok and result.message
+    assert "sim-secret-key-not-real" not in result.message
+
+
+@pytest.fixture
+def unused_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+from openpyxl import load_workbook
+
+from audit import services
+from audit.models import CallRecord, ChargebackReport, UsageRollup
+from audit.services import BREAKDOWNS
+from audit.tests.usage_data import FIRST_INSTANT, MONTH, NEXT_MONTH_FIRST, cents, generate_month
+
+pytestmark = pytest.mark.django_db
+
+
+def csv_rows(report: ChargebackReport) -> list[dict]:
+    text = bytes(report.csv_file).decode("utf-8-sig")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def xlsx_sheets(report: ChargebackReport) -> dict[str, list[tuple]]:
+    workbook = load_workbook(io.BytesIO(bytes(report.xlsx_file)), read_only=True)
+    return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in workbook}
+
+
+def month_cost(**filters) -> Decimal:
+    records = CallRecord.objects.filter(
+        started_at__gte=FIRST_INSTANT, started_at__lt=NEXT_MONTH_FIRST, **filters
+    )
+    return records.aggregate(cost=Sum("cost"))["cost"] or Decimal("0")
+
+
+def test_a_month_reconciles_to_the_cent_from_records_to_rollups_to_reports_to_files(cast):
+    CallRecord.objects.bulk_create(generate_month(cast, count=1500))
+    records_total = month_cost()
+
+    services.usage_rollup_range(first=MONTH, last=MONTH.replace(day=31))
+    rollup_total = UsageRollup.objects.filter(day__month=10).aggregate(c=Sum("cost"))["c"]
+    result = services.chargeback_build(month="2026-10", refresh_rollups=False)
+    reports_total = sum(report.total_cost for report in result.reports)
+
+    assert cents(records_total) == cents(rollup_total) == cents(reports_total)
+    assert result.unassigned_cost == 0 and result.unassigned_requests == 2
+    assert {r.department_name for r in result.reports} == {"Marketing", "Finance", "Research"}
+    for report in result.reports:
+        assert cents(report.total_cost) == cents(month_cost(department=report.department))
+        assert report.cost_center == report.department.cost_center
+        assert (
+            report.requests
+            == CallRecord.objects.filter(
+                started_at__gte=FIRST_INSTANT,
+                started_at__lt=NEXT_MONTH_FIRST,
+                department=report.department,
+            ).count()
+        )
+
+        rows = csv_rows(report)
+        (total_row,) = [row for row in rows if row["breakdown"] == "total"]
+        assert cents(total_row["cost_usd"]) == cents(report.total_cost)
+        assert total_row["cost_center"] == report.cost_center
+        for name in BREAKDOWNS:
+            items = [row for row in rows if row["breakdown"] == name]
+            assert items, name
+            assert cents(sum(Decimal(row["cost_usd"]) for row in items)) == cents(
+                report.total_cost
+            ), name
+            assert sum(int(row["requests"]) for row in items) == report.requests
+
+        sheets = xlsx_sheets(report)
+        summary = dict(sheets["Summary"])
+        assert cents(Decimal(str(summary["Total cost (USD)"]))) == cents(report.total_cost)
+        assert summary["Cost center"] == report.cost_center
+        for name, (_column, title) in BREAKDOWNS.items():
+            header, *items = sheets[title]
+            assert header[-1] == "Cost (USD)"
+            sheet_cost = sum(Decimal(str(item[-1])) for item in items)
+            assert cents(sheet_cost) == cents(report.total_cost), title
+
+
+def test_breakdowns_name_llms_users_purposes_and_key_prefixes(cast):
+    CallRecord.objects.bulk_create(generate_month(cast, count=300))
+    result = services.chargeback_build(month="2026-10")
+
+    marketing = next(r for r in result.reports if r.department == cast.marketing)
+    items = {name: {row["item"] for row in rows} for name, rows in marketing.breakdowns.items()}
+    assert items["user"] == {"alice"}
+    assert items["purpose"] == {"campaign copy", "=SUM(A1:A9)"}
+    assert items["api_key"] == {"mg-alice01", "mg-alice02"}
+    assert items["llm"] <= {"sim/gpt-4o", "sim/gpt-4o-mini", "sim/text-embedding-3-small"}
+    finance = next(r for r in result.reports if r.department == cast.finance)
+    assert "(no key)" in {row["item"] for row in finance.breakdowns["api_key"]}
+
+
+def test_report_files_do_not_let_a_purpose_run_as_a_formula(cast):
+    CallRecord.objects.bulk_create(generate_month(cast, count=300))
+    report = next(
+        r
+        for r in services.chargeback_build(month="2026-10").reports
+        if r.department_name == "Marketing"
+    )
+
+    purposes = [row["item"] for row in csv_rows(report) if row["breakdown"] == "purpose"]
+    assert "'=SUM(A1:A9)" in purposes
+    workbook = load_workbook(io.BytesIO(bytes(report.xlsx_file)))
+    cells = [row[0] for row in workbook["By purpose"].iter_rows(min_row=2)]
+    assert all(cell.data_type == "s" for cell in cells)
+
+
+def test_regenerating_keeps_the_previous_version_and_marks_the_new_one_current(cast, admin_user):
+    CallRecord.objects.bulk_create(generate_month(cast, count=200))
+    first = services.chargeback_build(month="2026-10")
+    CallRecord.objects.create(
+        request_id="late-arrival",
+        started_at=FIRST_INSTANT,
+        endpoint="chat.completions",
+        department=cast.finance,
+        user=cast.bob,
+        outcome="ok",
+        cost=Decimal("3.00"),
+    )
+
+    second = services.chargeback_build(month="2026-10", actor=admin_user)
+
+    old = next(r for r in first.reports if r.department == cast.finance)
+    new = next(r for r in second.reports if r.department == cast.finance)
+    old.refresh_from_db()
+    assert (old.version, old.is_current) == (1, False)
+    assert (new.version, new.is_current, new.generated_by) == (2, True, admin_user)
+    assert new.total_cost - old.total_cost == Decimal("3.00")
+    # The earlier file is still there, unchanged.
+    assert cents(csv_rows(old)[0]["cost_usd"]) == cents(old.total_cost)
+    assert ChargebackReport.objects.filter(month=MONTH, is_current=True).count() == 3
+
+
+def test_a_department_without_calls_gets_a_zero_statement(cast):
+    result = services.chargeback_build(month="2026-10")
+    assert {r.department_name: r.total_cost for r in result.reports} == {
+        "Marketing": 0,
+        "Finance": 0,
+        "Research": 0,
+    }
+    assert all(len(csv_rows(r)) == 1 for r in result.reports)
+
+
+def test_calls_with_no_department_that_cost_something_show_as_unassigned(cast):
+    CallRecord.objects.create(
+        request_id="orphan",
+        started_at=FIRST_INSTANT,
+        endpoint="chat.completions",
+        outcome="ok",
+        cost=Decimal("0.42"),
+    )
+    result = services.chargeback_build(month="2026-10")
+    assert (result.unassigned_cost, result.unassigned_requests) == (Decimal("0.42"), 1)
+    assert sum(r.total_cost for r in result.reports) == 0

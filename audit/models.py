@@ -112,7 +112,7 @@ class CallRecord(models.Model):
 
 
 class UsageRollup(models.Model):
-    """Totals of one UTC day's calls for one group (department × user × LLM × purpose × key).
+    """Totals of one UTC day's calls for one group (department, user, LLM, purpose, key).
 
     Recomputed from CallRecord by `usage_rollup_day`, which replaces a day's rows as a whole:
     never incremented, so recomputing is idempotent. A key belongs to one user, department and

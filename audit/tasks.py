@@ -15,6 +15,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from . import services
+from .tasks_audit import purge_expired_bodies, refresh_measured_speed  # noqa: F401 (registers them)
 
 logger = logging.getLogger(__name__)
 

@@ -127,6 +127,8 @@ def cast(db) -> Cast:
 
 # The key the simulator fixture expects; the cast's "sim" connection holds the same one.
 SIMULATOR_API_KEY = "sim-secret-key-not-real"
+# AWS credentials the simulator checks SigV4 signatures against (not real ones).
+SIMULATOR_AWS_CREDENTIALS = ("AKIASIMULATOR0000001", "sim-aws-secret-not-real")
 
 
 class RunningSimulator:
@@ -138,6 +140,7 @@ class RunningSimulator:
         self.url = f"http://127.0.0.1:{port}"
         self.openai_base = self.url + "/v1"
         self.api_key = SIMULATOR_API_KEY
+        self.aws_credentials = SIMULATOR_AWS_CREDENTIALS
 
     def _control(self, method: str, path: str, json=None):
         import httpx
@@ -166,7 +169,7 @@ def simulator():
 
     from connections.simulator import create_app
 
-    app = create_app(api_key=SIMULATOR_API_KEY)
+    app = create_app(api_key=SIMULATOR_API_KEY, aws_credentials=SIMULATOR_AWS_CREDENTIALS)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

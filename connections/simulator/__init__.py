@@ -1,4 +1,4 @@
-"""A provider simulator: an ASGI app speaking the OpenAI and Azure OpenAI wire formats.
+"""A provider simulator: an ASGI app speaking the OpenAI, Azure OpenAI and Bedrock wire formats.
 
 It is a test and demo double for real providers, and the instant upstream in
 benchmarks. Run it with `python -m connections.simulator --port 8001` or mount
@@ -12,6 +12,11 @@ Paths
 - Azure OpenAI: `POST /openai/deployments/{deployment}/chat/completions` and
   `.../embeddings`; an `api-version` query parameter is required (404 without,
   as Azure does) and the key is read from the `api-key` header.
+- Bedrock runtime: `POST /model/{modelId}/converse`, `/converse-stream` (real AWS
+  event-stream binary frames), `/invoke` (Titan and Cohere embeddings, token
+  count in `x-amzn-bedrock-input-token-count`); control plane
+  `GET /foundation-models` (ListFoundationModels). Point boto3's `bedrock` and
+  `bedrock-runtime` clients at the simulator's URL with `endpoint_url`.
 
 Text and usage
 Replies are a few sentences from a small word list, seeded by the prompt, so the
@@ -28,7 +33,10 @@ Authentication
 With an expected key (constructor `api_key=`, or `MESHGATE_SIMULATOR_API_KEY`
 for the command line), OpenAI paths need `Authorization: Bearer <key>` and Azure
 paths `api-key: <key>`, else 401 in the provider's error shape. Without one, any
-key is accepted.
+key is accepted. Bedrock requests need a SigV4 `Authorization` header; with
+expected AWS credentials (constructor `aws_credentials=(key_id, secret)`, or
+`MESHGATE_SIMULATOR_AWS_ACCESS_KEY_ID` / `..._SECRET_ACCESS_KEY`) the signature
+is verified with botocore's signer, else 403 as AWS answers.
 
 Faults by model name (anywhere in the name, between separators)
 - `fail-<status>`: answer that HTTP status with the provider's error shape

@@ -51,11 +51,12 @@ def fault_from_name(model: str) -> dict[str, Any]:
 
 
 class Request:
-    __slots__ = ("body", "headers", "method", "path", "query")
+    __slots__ = ("body", "headers", "method", "path", "query", "raw_path")
 
     def __init__(self, scope: dict[str, Any], body: bytes) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        self.raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         self.query: bytes = scope.get("query_string", b"")
         self.headers: Headers = scope["headers"]
         self.body = body
@@ -80,8 +81,10 @@ class Simulator:
         api_key: str | None = None,
         models: list[str] | None = None,
         log_size: int = 2000,
+        aws_credentials: tuple[str, str] | None = None,
     ) -> None:
         self.api_key = api_key
+        self.aws_credentials = aws_credentials
         self.models = models or [name for name, _ in openai_wire.DEFAULT_MODELS]
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.log: deque[tuple[Request, str | None]] = deque(maxlen=log_size)
@@ -122,6 +125,10 @@ class Simulator:
             return await self.openai(request, send)
         if path.startswith("/openai/"):
             return await self.azure(request, send)
+        if path.startswith(("/model/", "/foundation-models")):
+            from . import bedrock_wire  # imports this module's helpers
+
+            return await bedrock_wire.handle(self, request, send)
         await respond(send, 404, openai_wire.error_body("Not found.", **_kind(404)))
 
     # --- shared helpers -----------------------------------------------------------------------
@@ -136,21 +143,19 @@ class Simulator:
                 return queue.popleft()
         return fault_from_name(model)
 
-    async def apply_fault(self, fault: dict[str, Any], send, error_body=None) -> bool:
-        """Sleep and/or answer with an error as scripted; True when the answer was sent."""
+    async def apply_fault(self, fault: dict[str, Any], send, error=None) -> bool:
+        """Sleep and/or answer with an error as scripted; True when the answer was sent.
+
+        `error(status, message, fault)` gives a provider's (body, headers); OpenAI's by default.
+        """
         if fault.get("delay_ms"):
             await asyncio.sleep(fault["delay_ms"] / 1000)
         status = fault.get("status")
         if status and status >= 400:
-            headers = list(JSON)
-            if fault.get("retry_after") is not None:
-                headers.append((b"retry-after", str(fault["retry_after"]).encode()))
             message = fault.get("message") or f"Simulated error {status}."
-            if error_body is not None:
-                body = error_body(status, message)
-            else:
-                kind = {**_kind(status), **({"code": fault["code"]} if "code" in fault else {})}
-                body = openai_wire.error_body(message, **kind)
+            body, headers = (error or _openai_fault_error)(status, message, fault)
+            if fault.get("retry_after") is not None:
+                headers = [*headers, (b"retry-after", str(fault["retry_after"]).encode())]
             await respond(send, status, body, headers)
             return True
         return False
@@ -292,6 +297,11 @@ def _openai_error(status: int, message: str) -> bytes:
     return openai_wire.error_body(message, **_kind(status))
 
 
+def _openai_fault_error(status: int, message: str, fault: dict[str, Any]):
+    kind = {**_kind(status), **({"code": fault["code"]} if "code" in fault else {})}
+    return openai_wire.error_body(message, **kind), JSON
+
+
 def _azure_error(status: int, message: str) -> bytes:
     return orjson.dumps({"error": {"code": str(status), "message": message}})
 
@@ -347,11 +357,22 @@ async def stream(send, frames: list[bytes], fault: dict[str, Any], headers=None)
     await send({"type": "http.response.body", "body": b""})
 
 
-def create_app(*, api_key: str | None = None, models: list[str] | None = None) -> Simulator:
-    return Simulator(api_key=api_key, models=models)
+def create_app(
+    *,
+    api_key: str | None = None,
+    models: list[str] | None = None,
+    aws_credentials: tuple[str, str] | None = None,
+) -> Simulator:
+    return Simulator(api_key=api_key, models=models, aws_credentials=aws_credentials)
 
 
 def app_from_env() -> Simulator:
     key = os.environ.get("MESHGATE_SIMULATOR_API_KEY") or None
     models = os.environ.get("MESHGATE_SIMULATOR_MODELS")
-    return Simulator(api_key=key, models=models.split(",") if models else None)
+    aws_key = os.environ.get("MESHGATE_SIMULATOR_AWS_ACCESS_KEY_ID")
+    aws_secret = os.environ.get("MESHGATE_SIMULATOR_AWS_SECRET_ACCESS_KEY")
+    return Simulator(
+        api_key=key,
+        models=models.split(",") if models else None,
+        aws_credentials=(aws_key, aws_secret) if aws_key and aws_secret else None,
+    )

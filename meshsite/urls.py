@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("gateway.api_urls")),
+    path("api/", include("gateway.quotas.api_urls")),
     path("api/", include("audit.api_urls")),
     path("keys/", include("gateway.urls")),
     path("playground/", include("playground.urls")),

@@ -67,6 +67,7 @@ class _Call:
     record_id: int | None = None
     attempts: router.Attempts | None = None
     secrets: tuple[str, ...] = ()
+    prompt_estimate: int = 0
 
 
 def _now() -> datetime:
@@ -236,6 +237,9 @@ async def handle(
         targets = _supported_targets(snap, targets, body)
     except GatewayError as error:
         return await record_refusal(error, **refuse)
+    except Exception as exc:
+        _log_internal(request_id, exc)
+        return await record_refusal(internal(request_id), **refuse)
     policy = redaction.strictest([t.payload_policy for t in targets])
     call = _Call(request_id, endpoint, started, _now(), attempts=router.Attempts())
     call.secrets = tuple(
@@ -261,6 +265,8 @@ async def handle(
         )
         return error_reply(error, request_id)
     streamed = endpoint == "chat.completions" and body.get("stream") is True
+    if streamed:
+        call.prompt_estimate = _estimate_prompt(body)
     try:
         if streamed:
             return await _open_stream(call, snap, targets, body)
@@ -304,14 +310,18 @@ async def _finish(call: _Call, **closing: Any) -> None:
         await writer.complete(call.record_id, _closing_fields(call, **closing))
 
 
-async def _internal_error(call: _Call, exc: BaseException) -> Reply:
+def _log_internal(request_id: str, exc: BaseException) -> None:
     # The exception's text may quote a provider's answer: log its type and where, not its text.
     logger.error(
         "gateway: internal error in request %s: %s\n%s",
-        call.request_id,
+        request_id,
         type(exc).__name__,
         "".join(traceback.format_tb(exc.__traceback__)),
     )
+
+
+async def _internal_error(call: _Call, exc: BaseException) -> Reply:
+    _log_internal(call.request_id, exc)
     error = internal(call.request_id)
     await _finish(call, outcome="internal_error", status=500, error_message=error.message)
     return error_reply(error, call.request_id)
@@ -377,10 +387,12 @@ async def _frames(call: _Call, target: catalog.Target, stream: Any) -> AsyncIter
     outcome, status, message = "client_disconnected", 499, ""
     first_token_at = None
     delivered = False
+    sent: list[bytes] = []  # kept to count a cut-off stream's partial usage
     try:
         async for frame in stream:
             if first_token_at is None:
                 first_token_at = _now()
+            sent.append(frame)
             yield frame
         outcome, status = "ok", 200
         delivered = True
@@ -394,12 +406,7 @@ async def _frames(call: _Call, target: catalog.Target, stream: Any) -> AsyncIter
             outcome, status = "client_disconnected", 499
         raise
     except Exception as exc:
-        logger.error(
-            "gateway: internal error in stream %s: %s\n%s",
-            call.request_id,
-            type(exc).__name__,
-            "".join(traceback.format_tb(exc.__traceback__)),
-        )
+        _log_internal(call.request_id, exc)
         error = internal(call.request_id)
         outcome, status, message = "internal_error", 500, error.message
         yield error.event()
@@ -408,16 +415,61 @@ async def _frames(call: _Call, target: catalog.Target, stream: Any) -> AsyncIter
             await stream.aclose()
         except Exception:
             logger.warning("gateway: closing the upstream stream of %s failed", call.request_id)
+        usage, answer = getattr(stream, "usage", None), getattr(stream, "message", None)
+        if outcome != "ok" and sent and not (usage and usage.completion_tokens):
+            usage, answer = partial_usage(sent, call.prompt_estimate, usage)
         await _finish(
             call,
             outcome=outcome,
             status=status,
             error_message=message,
             target=target,
-            usage=getattr(stream, "usage", None),
-            response_body=getattr(stream, "message", None),
+            usage=usage,
+            response_body=answer,
             first_token_at=first_token_at,
         )
+
+
+def _estimate_prompt(body: dict[str, Any]) -> int:
+    chars = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            parts = [part for part in content if isinstance(part, dict)]
+            chars += sum(len(str(part.get("text", ""))) for part in parts)
+    return -(-chars // 4)
+
+
+def partial_usage(
+    frames: list[bytes], prompt_estimate: int, usage: Usage | None
+) -> tuple[Usage, dict[str, Any]]:
+    """Usage and message of a stream cut off before the provider reported its usage.
+
+    What was delivered is counted (estimated, ~4 characters a token) so the
+    department pays for what it received, and the record shows the partial answer.
+    """
+    content: list[str] = []
+    arguments: list[str] = []
+    for frame in frames:
+        try:
+            chunk = orjson.loads(frame[6:])
+        except orjson.JSONDecodeError:
+            continue
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+        for choice in choices or ():
+            delta = (choice or {}).get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                content.append(delta["content"])
+            for tool_call in delta.get("tool_calls") or ():
+                function = (tool_call or {}).get("function") or {}
+                arguments.append((function.get("name") or "") + (function.get("arguments") or ""))
+    text = "".join(content)
+    completion = -(-len(text + "".join(arguments)) // 4)
+    prompt = usage.prompt_tokens if usage and usage.prompt_tokens else prompt_estimate
+    message = {"role": "assistant", "content": text or None, "partial": True}
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True), message
 
 
 async def list_models(principal: Principal) -> list[dict]:

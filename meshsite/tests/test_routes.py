@@ -30,6 +30,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.exceptions import Resolver404
 from django.utils.regex_helper import normalize
+from rest_framework.views import APIView
 
 # Public on purpose; anything else reachable without login is a finding.
 PUBLIC = {
@@ -58,15 +59,20 @@ SAMPLES = [
 
 def _routes(patterns, prefix: str = "", route: str = "") -> Iterator[tuple[str, str]]:
     """(full regex, full route as ResolverMatch.route spells it) for every endpoint."""
+    for regex, full_route, _callback in _endpoints(patterns, prefix, route):
+        yield regex, full_route
+
+
+def _endpoints(patterns, prefix: str = "", route: str = ""):
     for pattern in patterns:
         regex = pattern.pattern.regex.pattern
         joined = prefix + (regex[1:] if prefix and regex.startswith("^") else regex)
         text = str(pattern.pattern)
         full_route = route + (text[1:] if route and text.startswith("^") else text)
         if isinstance(pattern, URLResolver):
-            yield from _routes(pattern.url_patterns, joined, full_route)
+            yield from _endpoints(pattern.url_patterns, joined, full_route)
         elif isinstance(pattern, URLPattern):
-            yield joined, full_route
+            yield joined, full_route, pattern.callback
 
 
 # Values a parameter of this name should try first (DRF answers 404 to an unknown format
@@ -178,3 +184,18 @@ def test_the_check_flags_a_route_that_serves_anyone(cast):
     client.force_login(cast.alice)
     assert "GET /keys/ -> 200" in _check(client, "/keys/")
     assert "GET /api/keys/ -> 200" in _check(client, "/api/keys/")
+
+
+def test_every_api_view_declares_its_permission():
+    """No DRF view relies on the project default (which denies, but says nothing)."""
+    undeclared = []
+    for _regex, route, callback in _endpoints(get_resolver().url_patterns):
+        view_class = getattr(callback, "cls", None)
+        if view_class is None or not issubclass(view_class, APIView):
+            continue
+        declared = view_class.permission_classes is not APIView.permission_classes or (
+            "permission_classes" in getattr(callback, "initkwargs", {})
+        )
+        if not declared:
+            undeclared.append(route)
+    assert not undeclared, undeclared

@@ -86,6 +86,13 @@ quiet.set_secrets({"api_key": "sim-secret-key-not-real"})
 quiet.save()
 llm(quiet, "gpt-4o-mini")
 
+# A connection whose options make the adapter itself raise: Meshgate's own failure, not upstream's.
+misconfigured = Connection(name="Misconfigured", slug="misconfigured", kind="openai_compatible",
+                           base_url=sim, is_simulator=True, max_retries=0,
+                           options={"max_connections": "many"})
+misconfigured.save()
+llm(misconfigured, "gpt-4o-mini")
+
 keys = {}
 _, keys["alice"] = apikey_create(owner=cast.alice, department=cast.marketing, purpose="e2e tests")
 _, keys["alice2"] = apikey_create(owner=cast.alice, department=cast.marketing, purpose="revoke me")

@@ -109,15 +109,15 @@ class QuotaAdmin(admin.ModelAdmin):
 
     @admin.display(description="spent (USD)")
     def spent(self, quota: Quota) -> str:
-        return f"{self._status(quota)['spent']:.4f}"
+        return f"{self._status(quota)['spent']:.6f}"
 
     @admin.display(description="reserved (USD)")
     def reserved(self, quota: Quota) -> str:
-        return f"{self._status(quota)['reserved']:.4f}"
+        return f"{self._status(quota)['reserved']:.6f}"
 
     @admin.display(description="remaining (USD)")
     def remaining(self, quota: Quota) -> str:
-        return f"{self._status(quota)['remaining']:.4f}"
+        return f"{self._status(quota)['remaining']:.6f}"
 
     @admin.display(description="standing")
     def standing(self, quota: Quota) -> str:
@@ -125,8 +125,8 @@ class QuotaAdmin(admin.ModelAdmin):
             return "-"
         status = self._status(quota)
         return (
-            f"spent {status['spent']:.4f} USD, reserved {status['reserved']:.4f} USD, "
-            f"remaining {status['remaining']:.4f} USD ({status['percent']:.1f} %)"
+            f"spent {status['spent']:.6f} USD, reserved {status['reserved']:.6f} USD, "
+            f"remaining {status['remaining']:.6f} USD ({status['percent']:.1f} %)"
         )
 
     def save_model(self, request: HttpRequest, obj: Quota, form, change: bool) -> None:

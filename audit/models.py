@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from .querysets import CallRecordQuerySet
+from .usage import ChargebackReportQuerySet, UsageRollupQuerySet
 
 MONEY = {"max_digits": 18, "decimal_places": 10, "default": Decimal("0")}
 PRICE = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
@@ -139,6 +140,8 @@ class UsageRollup(models.Model):
     cost = models.DecimalField(**MONEY)
     computed_at = models.DateTimeField()
 
+    objects = UsageRollupQuerySet.as_manager()
+
     class Meta:
         ordering = ["-day"]
         indexes = [
@@ -178,6 +181,8 @@ class ChargebackReport(models.Model):
     generated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+
+    objects = ChargebackReportQuerySet.as_manager()
 
     class Meta:
         ordering = ["-month", "department_name", "-version"]

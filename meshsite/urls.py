@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/", include("gateway.api_urls")),
     path("api/", include("gateway.quotas.api_urls")),
     path("api/", include("audit.api_urls")),
+    path("api/", include("audit.api_reports_urls")),
+    path("reports/", include("audit.urls")),
     path("keys/", include("gateway.urls")),
     path("playground/", include("playground.urls")),
 ]

@@ -27,6 +27,8 @@ from .serializers import (
     ApiKeyCreatedSerializer,
     ApiKeySerializer,
     ConnectionSerializer,
+    ConnectionTestSerializer,
+    DiscoverySerializer,
     GrantSerializer,
     GroupRefSerializer,
     LLMSerializer,
@@ -62,6 +64,11 @@ def require(*perms: str) -> type[permissions.BasePermission]:
 # rights as editing it in the admin, and for grants also editing groups.
 CAN_APPROVE = require("connections.view_llm", "connections.change_llm")
 CAN_GRANT = require("connections.view_llm", "connections.change_llm", "auth.change_group")
+# Testing uses the connection's credentials; discovering adds models.
+CAN_TEST = require("connections.view_connection", "connections.change_connection")
+CAN_DISCOVER = require(
+    "connections.view_connection", "connections.change_connection", "connections.add_llm"
+)
 
 
 class ConnectionViewSet(viewsets.ModelViewSet):
@@ -72,6 +79,25 @@ class ConnectionViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, connection: Connection) -> None:
         connection_services.connection_delete(connection=connection, actor=self.request.user)
+
+    @extend_schema(request=None, responses=ConnectionTestSerializer)
+    @action(detail=True, methods=["post"], permission_classes=[CAN_TEST])
+    def test(self, request: Request, slug: str | None = None) -> Response:
+        """A cheap real call to the provider: 200 either way, `ok` says how it went."""
+        result = connection_services.connection_test(connection=self.get_object())
+        return Response(ConnectionTestSerializer(result).data)
+
+    @extend_schema(request=None, responses={200: DiscoverySerializer, 502: DiscoverySerializer})
+    @action(detail=True, methods=["post"], permission_classes=[CAN_DISCOVER])
+    def discover(self, request: Request, slug: str | None = None) -> Response:
+        """Add the provider's new models, not approved; 502 if the provider could not say."""
+        result = connection_services.models_discover(
+            connection=self.get_object(), actor=request.user
+        )
+        return Response(
+            DiscoverySerializer(result).data,
+            status=status.HTTP_200_OK if result.ok else status.HTTP_502_BAD_GATEWAY,
+        )
 
 
 class LLMViewSet(

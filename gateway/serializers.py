@@ -134,6 +134,19 @@ class ConnectionSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             )
 
 
+class ConnectionTestSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class DiscoverySerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    message = serializers.CharField(allow_blank=True)
+    added = serializers.ListField(child=serializers.CharField())
+    known = serializers.ListField(child=serializers.CharField())
+    skipped = serializers.ListField(child=serializers.CharField())
+
+
 # --- LLMs ---------------------------------------------------------------------------------------
 
 

@@ -162,3 +162,62 @@ def test_a_key_acts_with_exactly_its_owners_model_permissions(cast, private_ok):
     created = client.post(URL, NEW, format="json")
     assert created.status_code == 201
     assert ChangeEvent.objects.get(event_type="connection_created").actor == cast.alice
+
+
+@pytest.fixture
+def sim_connection(cast, private_ok, simulator):
+    """The cast's "sim" connection pointed at the running simulator."""
+    simulator.reset()
+    response = session(cast.admin).patch(
+        f"{URL}sim/",
+        {"base_url": simulator.openai_base, "secrets": {"api_key": simulator.api_key}},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    return simulator
+
+
+def test_testing_a_connection_calls_the_provider_and_reports_without_the_secret(
+    cast, sim_connection
+):
+    client = session(cast.admin)
+    response = client.post(f"{URL}sim/test/")
+    assert response.status_code == 200
+    assert response.json()["ok"] is True
+    client.patch(f"{URL}sim/", {"secrets": {"api_key": CANARY}}, format="json")
+    failed = client.post(f"{URL}sim/test/")
+    assert failed.status_code == 200
+    assert failed.json()["ok"] is False
+    assert CANARY not in failed.content.decode()
+
+
+def test_discovery_adds_the_providers_new_models_unapproved(cast, sim_connection):
+    from connections.models import LLM
+
+    response = session(cast.admin).post(f"{URL}sim/discover/")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["ok"] is True and body["added"]
+    added = LLM.objects.filter(connection__slug="sim", name__in=body["added"])
+    assert added.count() == len(body["added"])
+    assert not added.filter(approved=True).exists()
+    event = ChangeEvent.objects.get(event_type=ChangeEvent.Type.MODELS_DISCOVERED)
+    assert event.actor == cast.admin
+
+
+def test_discovery_from_an_unreachable_provider_is_a_502(cast, private_ok):
+    # The cast's connection points at port 9 (discard): nothing answers there.
+    response = session(cast.admin).post(f"{URL}sim/discover/")
+    assert response.status_code == 502
+    assert response.json()["ok"] is False
+    assert "sim-secret-key-not-real" not in response.content.decode()
+
+
+def test_testing_and_discovering_need_the_change_permissions(cast, private_ok):
+    allow(cast.alice, "view_connection")
+    client = by_key(cast, cast.alice, cast.marketing)
+    assert client.post(f"{URL}sim/test/").status_code == 403
+    assert client.post(f"{URL}sim/discover/").status_code == 403
+    allow(cast.alice, "change_connection")
+    assert client.post(f"{URL}sim/discover/").status_code == 403  # adding models: add_llm
+    assert not ChangeEvent.objects.filter(event_type="models_discovered").exists()

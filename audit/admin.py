@@ -152,6 +152,14 @@ class CallRecordAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).visible_to(request.user)
 
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+        # The admin's "=field" search is case-insensitive (UPPER(...) = UPPER(...)), which no
+        # index serves: on millions of rows that is a full scan. Request ids are exact.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(request_id=term), False
+
     def get_readonly_fields(self, request: HttpRequest, obj: CallRecord | None = None):
         return [
             name

@@ -10,6 +10,7 @@ from guardian.shortcuts import get_objects_for_user
 AUDIT_PERM = "connections.view_department_audit"
 # A model-wide grant of either permission means "auditor of every department".
 GLOBAL_AUDIT_PERMS = (AUDIT_PERM, "audit.view_callrecord")
+_CACHE = "_audit_department_ids"
 
 
 def audit_department_ids(user) -> list[int] | None:
@@ -24,12 +25,18 @@ def audit_department_ids(user) -> list[int] | None:
         return []
     if user.is_superuser or any(user.has_perm(perm) for perm in GLOBAL_AUDIT_PERMS):
         return None
-    from connections.models import Department
+    # One admin page asks several times (permissions, queryset, filters, sidebar); the user
+    # object lives for one request, like Django's own permission caches on it.
+    cached = getattr(user, _CACHE, None)
+    if cached is None:
+        from connections.models import Department
 
-    departments = get_objects_for_user(
-        user, AUDIT_PERM, klass=Department, accept_global_perms=False, with_superuser=False
-    )
-    return sorted(departments.values_list("pk", flat=True))
+        departments = get_objects_for_user(
+            user, AUDIT_PERM, klass=Department, accept_global_perms=False, with_superuser=False
+        )
+        cached = sorted(departments.values_list("pk", flat=True))
+        setattr(user, _CACHE, cached)
+    return list(cached)
 
 
 class CallRecordQuerySet(models.QuerySet):

@@ -119,3 +119,16 @@ def test_a_session_write_needs_the_csrf_token_but_a_key_does_not(cast, alice_key
     assert by_key.patch(url, {"description": "by key"}, format="json").status_code == 200
     cast.gpt4o.refresh_from_db()
     assert cast.gpt4o.description == "by key"
+
+
+def test_the_key_never_reaches_a_log_line_or_a_response(cast, alice_key, caplog, capsys):
+    raw = alice_key[1]
+    caplog.set_level("DEBUG")
+    ok = bearer(raw).get(LLMS)
+    refused = bearer(raw + "x").get(LLMS)
+    forbidden = bearer(raw).get("/api/connections/")
+    assert (ok.status_code, refused.status_code, forbidden.status_code) == (200, 401, 403)
+    captured = capsys.readouterr()
+    for text in (caplog.text, captured.out, captured.err, refused.content.decode()):
+        assert raw not in text
+        assert raw[12:] not in text

@@ -95,7 +95,8 @@ def _locked_counter(quota: QuotaConfig, window: Window):
             with transaction.atomic():
                 row = QuotaCounter.objects.create(quota_id=quota.id, period_start=period_start)
         except IntegrityError:
-            row = rows.get(quota_id=quota.id, period_start=period_start)
+            # Another worker created it first (and seeded it): wait for its lock.
+            return rows.get(quota_id=quota.id, period_start=period_start)
         _seed(row, quota, window)
     elif redis_last_ok is not None and (row.seeded_at is None or row.seeded_at < redis_last_ok):
         _seed(row, quota, window)

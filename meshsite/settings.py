@@ -134,6 +134,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ under uvicorn (admin, API docs, playground); /v1/ never gets here.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -213,6 +215,8 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+# Also straight from the apps' static folders, so a fresh clone and the tests need no collectstatic.
+WHITENOISE_USE_FINDERS = True
 
 # --- security (all on unless DEBUG; `check --deploy` is clean under production variables) ----
 

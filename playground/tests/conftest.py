@@ -13,6 +13,7 @@ The cast's connection "sim" points at the session's provider simulator.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -94,6 +95,17 @@ class LiveSite:
             time.sleep(0.1)
 
 
+@functools.cache
+def _server_password_hash(password: str) -> str:
+    """A hash with the production hasher (slow on purpose), made once per session."""
+    from django.conf import global_settings
+    from django.contrib.auth.hashers import make_password
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=global_settings.PASSWORD_HASHERS):
+        return make_password(password)
+
+
 def _free_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,6 +121,11 @@ def live_site(shared_database, simulator, tmp_path):
 
     simulator.reset()
     cast = build_cast(base_url=simulator.openai_base)
+    # The test settings hash with MD5 for speed; the server runs the real settings, so the
+    # people who log in through the browser get a hash it knows.
+    for user in (cast.alice, cast.bob, cast.charlie):
+        user.password = _server_password_hash(cast.PASSWORD)
+        user.save(update_fields=["password"])
 
     env = {
         key: value
@@ -173,18 +190,30 @@ def live_site(shared_database, simulator, tmp_path):
             sys.stderr.write(log_path.read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium).")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an event loop in this thread while it lives, which
+    # Django takes for an async context; the ORM calls of these tests (setup, assertions,
+    # the database flush between tests) are plain synchronous code all the same.
+    # Module scope: the flag is gone before any other test module runs.
+    saved = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+            )
+            yield browser
+            browser.close()
+    finally:
+        if saved is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = saved
 
 
 class BrowserPage:
@@ -209,10 +238,7 @@ class BrowserPage:
 
 
 @pytest.fixture
-def browser_page(chromium, live_site, monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls
-    # between browser steps are still plain synchronous code.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def browser_page(chromium, live_site):
     context = chromium.new_context(
         base_url=live_site.url,
         viewport={"width": 1360, "height": 900},
@@ -229,5 +255,10 @@ def log_in(page, username: str, password: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("button[type=submit]")
-    page.wait_for_url("**/playground/")
+    try:
+        page.wait_for_url("**/playground/")
+    except Exception:
+        print(f"Login as {username} did not reach the playground; the page at {page.url}:")
+        print(page.text_content("body"))
+        raise
     page.wait_for_selector("body[data-ready=true]")

@@ -8,7 +8,7 @@ PORT ?= 8000
 SIM_PORT ?= 8001
 export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 
-.PHONY: install run test test-sqlite test-postgres lint format check bench keys demo clean
+.PHONY: install run test browser test-sqlite test-postgres lint format check bench keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ run: install keys
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py serve --host $(HOST) --port $(PORT) --simulator-port $(SIM_PORT)
 
-test: install keys
+# Debian's Chromium for the playground's browser tests (Playwright drives it, never downloads one).
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "make browser: /usr/bin/chromium is missing and apt-get cannot install it" >&2
+
+test: install keys browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install

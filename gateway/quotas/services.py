@@ -174,18 +174,16 @@ def quota_alerts_send(
 
 # --- standing --------------------------------------------------------------------------------
 
-_sync_redis = None
+_sync_redis: dict[str, Any] = {}
 
 
 def _redis_client():
-    global _sync_redis
-    if _sync_redis is None:
+    url = settings.REDIS_URL
+    if url not in _sync_redis:
         import redis
 
-        _sync_redis = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
-    return _sync_redis
+        _sync_redis[url] = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    return _sync_redis[url]
 
 
 def quota_status(quota: Quota, *, now: datetime | None = None) -> dict[str, Any]:

@@ -163,35 +163,41 @@ def measured_speeds(*, since: dt.datetime, until: dt.datetime) -> dict[int, Spee
     return _speeds_portable(records)
 
 
+MEASURED_FIELDS = (
+    "measured_p50_ms",
+    "measured_p95_ms",
+    "measured_ttft_ms",
+    "measured_tokens_per_second",
+    "measured_at",
+)
+
+
 @transaction.atomic
 def llm_speed_refresh(*, now: dt.datetime | None = None, window: dt.timedelta = WINDOW) -> int:
     """Store each LLM's measured speed over `window` up to `now` on its `measured_*` fields.
 
-    LLMs with no successful call in the window get empty figures: an old number would
-    pass for a current one. Returns how many LLMs have figures.
+    LLMs with no successful call in the window get empty figures (shown as "not measured"):
+    an old number would pass for a current one. Returns how many LLMs have figures.
     """
     now = now or timezone.now()
     speeds = measured_speeds(since=now - window, until=now)
-    llms = list(LLM.objects.only("pk"))
-    for llm in llms:
+    changed = []
+    for llm in LLM.objects.only("pk", *MEASURED_FIELDS):
         speed = speeds.get(llm.pk)
-        llm.measured_p50_ms = speed.p50_ms if speed else None
-        llm.measured_p95_ms = speed.p95_ms if speed else None
-        llm.measured_ttft_ms = speed.ttft_ms if speed else None
-        llm.measured_tokens_per_second = speed.tokens_per_second if speed else None
-        llm.measured_at = now
-    # bulk_update sends no save signal: bump the catalog version ourselves, so /v1/models
-    # and the other in-memory catalogs pick the figures up.
-    LLM.objects.bulk_update(
-        llms,
-        [
-            "measured_p50_ms",
-            "measured_p95_ms",
-            "measured_ttft_ms",
-            "measured_tokens_per_second",
-            "measured_at",
-        ],
-        batch_size=500,
-    )
-    transaction.on_commit(lambda: versioning.bump(versioning.CATALOG))
+        figures = (
+            (speed.p50_ms, speed.p95_ms, speed.ttft_ms, speed.tokens_per_second, now)
+            if speed
+            else (None, None, None, None, None)
+        )
+        current = tuple(getattr(llm, name) for name in MEASURED_FIELDS)
+        if speed is None and current == figures:
+            continue  # nothing measured before, nothing now: leave the row alone
+        for name, value in zip(MEASURED_FIELDS, figures, strict=True):
+            setattr(llm, name, value)
+        changed.append(llm)
+    if changed:
+        LLM.objects.bulk_update(changed, MEASURED_FIELDS, batch_size=500)
+        # bulk_update sends no save signal: bump the catalog version here, so /v1/models
+        # and the other in-memory catalogs pick the new figures up.
+        transaction.on_commit(lambda: versioning.bump(versioning.CATALOG))
     return len(speeds)

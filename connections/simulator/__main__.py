@@ -18,7 +18,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     if args.api_key:
+        # The package (and its app) is imported before this runs: set both, so worker
+        # processes started by uvicorn read the key from the environment too.
         os.environ["MESHGATE_SIMULATOR_API_KEY"] = args.api_key
+        from . import app
+
+        app.api_key = args.api_key
 
     import uvicorn
 

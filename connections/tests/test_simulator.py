@@ -302,3 +302,40 @@ def test_the_request_log_hashes_the_key_and_reset_clears_it(sim, client):
 def test_a_bad_script_is_refused(sim):
     response = httpx.post(sim.url + "/_sim/script", json={"responses": "nope"})
     assert response.status_code == 400
+
+
+def test_the_command_line_serves_the_simulator_with_an_expected_key(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "connections.simulator", "--port", str(port), "--api-key", "cli-k"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/v1"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(base + "/models", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the simulator did not start"
+                time.sleep(0.1)
+        good = openai.OpenAI(api_key="cli-k", base_url=base, max_retries=0)
+        assert good.chat.completions.create(model="gpt-4o", messages=user("hi")).choices
+        bad = openai.OpenAI(api_key="other", base_url=base, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.models.list()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

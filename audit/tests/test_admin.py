@@ -249,3 +249,15 @@ def test_counts_past_the_exact_limit_are_capped_without_a_full_count(
     expected = 3 if connection.vendor == "sqlite" else paginator.count
     assert paginator.count == expected >= 3
     assert "the total is the database" in response.content.decode()
+
+
+def test_the_filter_forms_keep_the_other_filters_of_the_page(admin_client, cast, records):
+    response = admin_client.get(
+        reverse(CHANGELIST), {"department": cast.marketing.pk, "started_from": "2026-01-01"}
+    )
+    html = response.content.decode()
+    assert f'<input type="hidden" name="department" value="{cast.marketing.pk}">' in html
+    assert '<input type="hidden" name="started_from" value="2026-01-01">' in html
+    assert 'name="started_from" value="2026-01-01"' in html
+    export = reverse("admin:audit_callrecord_export")
+    assert f'href="{export}?department={cast.marketing.pk}&amp;started_from=2026-01-01"' in html

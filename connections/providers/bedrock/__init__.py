@@ -1,0 +1,319 @@
+"""AWS Bedrock: OpenAI-shaped calls translated to Converse, ConverseStream and InvokeModel.
+
+Hot path: requests are signed with botocore's SigV4 signer (service `bedrock`,
+credentials from the connection's secrets, or the host's AWS credential chain
+when none are set) and sent over one pooled `httpx.AsyncClient` to
+`https://bedrock-runtime.{region}.amazonaws.com`, or the connection's base URL.
+ConverseStream's event-stream frames are decoded with botocore's parser and
+re-emitted as OpenAI `chat.completion.chunk` frames.
+
+Translation, both ways: system/developer messages -> `system`; user/assistant
+turns (text parts; images as inline `data:` URLs) -> `messages`, consecutive
+turns of one role merged as Converse requires; assistant tool calls ->
+`toolUse`; tool messages -> `toolResult`; `tools`/`tool_choice` -> `toolConfig`
+(`tool_choice: "none"` drops the tools unless the conversation already used
+them, since Converse has no "none"); `max_tokens`/`max_completion_tokens`,
+`temperature`, `top_p`, `stop` -> `inferenceConfig`. Back: text and `toolUse`
+blocks -> message content and `tool_calls`; stop reasons -> finish reasons;
+usage -> prompt tokens = input + cache read + cache write, cached = cache read.
+
+Embeddings go through InvokeModel for Titan (one call per input, concurrently)
+and Cohere (one call), answered in OpenAI's shape (float or base64).
+
+Off the hot path, discovery and tests use boto3's `bedrock` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from ..base import Adapter, DiscoveredModel, ProviderError, Result, Stream, Usage
+from ..openai import (
+    error_for_status,
+    estimate_prompt_tokens,
+    malformed_error,
+    sanitize,
+    timeout_error,
+    transport_error,
+)
+from .stream import ConverseStream
+from .translate import completion_from, converse_request, invalid
+
+__all__ = ["BedrockAdapter", "ConverseStream", "converse_request"]
+
+
+class BedrockAdapter(Adapter):
+    kind = "bedrock"
+    unsupported_fields = frozenset(
+        {
+            "n",
+            "logprobs",
+            "top_logprobs",
+            "seed",
+            "logit_bias",
+            "presence_penalty",
+            "frequency_penalty",
+            "response_format",
+            "functions",
+            "function_call",
+            "audio",
+            "modalities",
+            "prediction",
+            "reasoning_effort",
+            "web_search_options",
+            "service_tier",
+        }
+    )
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.region = config.region or "us-east-1"
+        default = f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        self.endpoint = (config.base_url or default).rstrip("/")
+        self._http: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._credentials: Credentials | None = None
+
+    def credentials(self) -> Credentials:
+        secrets = self.config.secrets
+        if secrets.get("aws_access_key_id") and secrets.get("aws_secret_access_key"):
+            return Credentials(
+                secrets["aws_access_key_id"],
+                secrets["aws_secret_access_key"],
+                secrets.get("aws_session_token") or None,
+            )
+        if self._credentials is None:
+            # No keys on the connection: the host's credential chain (instance role, env, ...).
+            import botocore.session
+
+            found = botocore.session.get_session().get_credentials()
+            if found is None:
+                raise ProviderError(
+                    "This Bedrock connection has no AWS credentials.",
+                    status=502,
+                    code="upstream_auth_failed",
+                )
+            self._credentials = found
+        return self._credentials.get_frozen_credentials()
+
+    def _http_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._loop is not loop:
+            timeout = self.config.timeout_seconds
+            max_connections = int(self.config.options.get("max_connections", 1000))
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=min(max_connections, 256),
+                    keepalive_expiry=30,
+                ),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            self._loop = loop
+        return self._http
+
+    async def _send(self, model: str, operation: str, payload: dict, *, stream=False):
+        url = f"{self.endpoint}/model/{quote(model, safe='')}/{operation}"
+        body = orjson.dumps(payload)
+        accept = "application/vnd.amazon.eventstream" if stream else "application/json"
+        signed = AWSRequest(
+            method="POST",
+            url=url,
+            data=body,
+            headers={"content-type": "application/json", "accept": accept},
+        )
+        SigV4Auth(self.credentials(), "bedrock", self.region).add_auth(signed)
+        client = self._http_client()
+        request = client.build_request("POST", url, content=body, headers=dict(signed.headers))
+        try:
+            response = await client.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            raise transport_error(exc)
+        if response.status_code >= 300:
+            try:
+                raw = await response.aread() if stream else response.content
+            except httpx.TransportError:
+                raw = b""
+            finally:
+                await response.aclose()
+            raise self._status_error(response.status_code, response.headers, raw)
+        return response
+
+    def _status_error(self, status: int, headers, raw: bytes) -> ProviderError:
+        if status == 424:  # ModelErrorException: the model failed; another try may not
+            return ProviderError(
+                "The model failed to answer.", status=502, retryable=True, upstream_status=status
+            )
+        return error_for_status(status, headers, raw, self.config)
+
+    # --- hot path ---------------------------------------------------------------------------
+
+    async def chat(self, model: str, body: dict[str, Any]) -> Result:
+        response = await self._send(model, "converse", converse_request(body))
+        data = _json(response.content)
+        request_id = response.headers.get("x-amzn-requestid") or uuid.uuid4().hex
+        completion, usage = completion_from(data, model, request_id)
+        return Result(body=orjson.dumps(completion), usage=usage, parsed=completion)
+
+    async def open_stream(self, model: str, body: dict[str, Any]) -> Stream:
+        options = body.get("stream_options") or {}
+        response = await self._send(model, "converse-stream", converse_request(body), stream=True)
+        include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        return ConverseStream(response, model=model, include_usage=include_usage)
+
+    async def embed(self, model: str, body: dict[str, Any]) -> Result:
+        raw = body.get("input")
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise invalid("Bedrock embeddings take a string or a list of strings.", "input")
+        if model.startswith("amazon.titan-embed"):
+            vectors, tokens = await self._titan(model, texts, body.get("dimensions"))
+        elif model.startswith("cohere.embed"):
+            vectors, tokens = await self._cohere(model, texts)
+        else:
+            raise invalid("This Bedrock model does not serve embeddings here.", "model")
+        as_base64 = body.get("encoding_format") == "base64"
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": _b64(v) if as_base64 else v,
+            }
+            for i, v in enumerate(vectors)
+        ]
+        usage = (
+            Usage(prompt_tokens=tokens)
+            if tokens is not None
+            else Usage(prompt_tokens=estimate_prompt_tokens(body), estimated=True)
+        )
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
+        }
+        return Result(body=orjson.dumps(answer), usage=usage, parsed=answer)
+
+    async def _titan(self, model, texts, dimensions) -> tuple[list[list[float]], int | None]:
+        async def one(text: str) -> tuple[list[float], int | None]:
+            payload: dict[str, Any] = {"inputText": text}
+            if "v2" in model:
+                payload["normalize"] = True
+                if dimensions:
+                    payload["dimensions"] = dimensions
+            data = _json((await self._send(model, "invoke", payload)).content)
+            if not isinstance(data.get("embedding"), list):
+                raise malformed_error()
+            return data["embedding"], data.get("inputTextTokenCount")
+
+        results = await asyncio.gather(*(one(t) for t in texts))
+        counts = [count for _, count in results]
+        total = sum(counts) if all(isinstance(c, int) for c in counts) else None
+        return [vector for vector, _ in results], total
+
+    async def _cohere(self, model, texts) -> tuple[list[list[float]], int | None]:
+        payload = {
+            "texts": texts,
+            "input_type": self.config.options.get("cohere_input_type", "search_document"),
+            "truncate": "END",
+        }
+        response = await self._send(model, "invoke", payload)
+        data = _json(response.content)
+        vectors = data.get("embeddings")
+        if isinstance(vectors, dict):  # asked with embedding_types: {"float": [...]}
+            vectors = vectors.get("float")
+        if not isinstance(vectors, list):
+            raise malformed_error()
+        count = response.headers.get("x-amzn-bedrock-input-token-count")
+        return vectors, int(count) if count and count.isdigit() else None
+
+    async def aclose(self) -> None:
+        client, self._http = self._http, None
+        if client is not None:
+            await client.aclose()
+
+    # --- off the hot path -------------------------------------------------------------------
+
+    def _control_client(self):
+        import boto3
+        from botocore.config import Config
+
+        credentials = self.credentials()
+        timeout = self.config.timeout_seconds
+        return boto3.client(
+            "bedrock",
+            region_name=self.region,
+            endpoint_url=self.config.options.get("control_endpoint_url")
+            or self.config.base_url
+            or None,
+            aws_access_key_id=credentials.access_key,
+            aws_secret_access_key=credentials.secret_key,
+            aws_session_token=credentials.token,
+            config=Config(
+                retries={"mode": "standard", "total_max_attempts": 1},
+                connect_timeout=min(10.0, timeout),
+                read_timeout=timeout,
+            ),
+        )
+
+    def _foundation_models(self) -> list[dict[str, Any]]:
+        import botocore.exceptions
+
+        try:
+            return self._control_client().list_foundation_models()["modelSummaries"]
+        except botocore.exceptions.ClientError as exc:
+            meta = exc.response.get("ResponseMetadata") or {}
+            message = (exc.response.get("Error") or {}).get("Message") or ""
+            raw = orjson.dumps({"message": sanitize(message, self.config)})
+            raise self._status_error(meta.get("HTTPStatusCode") or 500, {}, raw)
+        except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError):
+            raise timeout_error()
+        except botocore.exceptions.BotoCoreError:
+            raise ProviderError(
+                "The provider could not be reached.",
+                status=502,
+                code="upstream_unreachable",
+                retryable=True,
+            )
+
+    def list_models(self) -> list[DiscoveredModel]:
+        found = []
+        for summary in self._foundation_models():
+            outputs = summary.get("outputModalities") or []
+            kind = "embedding" if "EMBEDDING" in outputs else "chat" if "TEXT" in outputs else None
+            if kind is None or not summary.get("modelId"):
+                continue
+            name = f"{summary.get('providerName', '')} {summary.get('modelName', '')}".strip()
+            found.append(DiscoveredModel(name=summary["modelId"], kind=kind, description=name))
+        return found
+
+    def test(self) -> str:
+        count = len(self._foundation_models())
+        return f"Connected: {count} foundation models available in {self.region}."
+
+
+def _json(content: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise malformed_error()
+    if not isinstance(data, dict):
+        raise malformed_error()
+    return data
+
+
+def _b64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

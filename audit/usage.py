@@ -119,3 +119,65 @@ def unassigned(queryset) -> dict:
     return queryset.filter(Q(department__isnull=True)).aggregate(
         requests=Sum("requests"), cost=Sum("cost")
     )
+
+
+def dashboard_data(rollups, *, today: dt.date, days: int = 30, months: int = 12) -> dict:
+    """The admin dashboard's series, each from one GROUP BY over the roll-ups: cost per
+    department per month, top LLMs by cost, calls and error rate per day, tokens per day."""
+    first_day = today - dt.timedelta(days=days - 1)
+    first_month = today.replace(day=1)
+    for _ in range(months - 1):
+        first_month = (first_month - dt.timedelta(days=1)).replace(day=1)
+
+    month_labels = []
+    month = first_month
+    while month <= today:
+        month_labels.append(f"{month:%Y-%m}")
+        month = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    per_department: dict[str, dict[str, str]] = {}
+    for row in rollups.between(first_month, today).summed_by("month", "department"):
+        name = row["department__group__name"] or "(unassigned)"
+        per_department.setdefault(name, {})[f"{row['month']:%Y-%m}"] = money(row["cost"])
+    department_series = [
+        {"label": name, "data": [float(values.get(label, 0)) for label in month_labels]}
+        for name, values in sorted(per_department.items())
+    ]
+
+    recent = rollups.between(first_day, today)
+    top_llms = sorted(
+        recent.summed_by("llm"), key=lambda row: (-(row["cost"] or 0), row["llm__mesh_id"] or "")
+    )[:10]
+
+    by_day = {row["day"]: row for row in calls_per_day(recent)}
+    day_labels = [first_day + dt.timedelta(days=n) for n in range(days)]
+
+    def series(field: str) -> list[int]:
+        return [(by_day.get(day) or {}).get(field) or 0 for day in day_labels]
+
+    requests, errors = series("requests"), series("errors")
+    totals = recent.summed_by()[0]
+    unassigned_cost = unassigned(recent)["cost"] or 0
+    return {
+        "months": month_labels,
+        "cost_per_department": department_series,
+        "top_llms": {
+            "labels": [row["llm__mesh_id"] or "(no model)" for row in top_llms],
+            "cost": [float(row["cost"] or 0) for row in top_llms],
+        },
+        "days": [day.isoformat() for day in day_labels],
+        "calls": requests,
+        "error_rate": [
+            round(100 * error_rate(r, e), 2) for r, e in zip(requests, errors, strict=True)
+        ],
+        "prompt_tokens": series("prompt_tokens"),
+        "completion_tokens": series("completion_tokens"),
+        "cached_tokens": series("cached_tokens"),
+        "period": {"first": first_day.isoformat(), "last": today.isoformat()},
+        "totals": {
+            "requests": totals["requests"] or 0,
+            "errors": totals["errors"] or 0,
+            "cost": money(totals["cost"]),
+        },
+        "unassigned_cost": money(unassigned_cost),
+        "unassigned_has_cost": bool(unassigned_cost),
+    }

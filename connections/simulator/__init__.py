@@ -50,9 +50,12 @@ e.g. `gpt-4o-slow-1000`, `fail-503`, `sim-drip-20-drop-3`.
 Faults by script (control API; per process)
 - `POST /_sim/script {"model": "gpt-4o", "responses": [{"status": 429, "retry_after": 1},
   {"status": 503}, {"delay_ms": 1000}, {"drop_after_chunks": 3}, {"malformed_sse": true},
-  {"chunk_interval_ms": 200}, {}]}`: the next requests for that model (`"*"` for
-  any) take these in order, then behaviour returns to normal. An entry may also
-  carry `"message"` and `"code"` for the error body.
+  {"chunk_interval_ms": 200}, {"error_after_chunks": 2}, {}]}`: the next requests
+  for that model (`"*"` for any) take these in order, then behaviour returns to
+  normal. An entry may also carry `"message"` and `"code"` for the error body.
+  `error_after_chunks` ends a stream with the provider's mid-stream error (an
+  OpenAI `data: {"error": ...}` event; a Bedrock exception frame whose type is
+  `code`, e.g. `throttlingException`).
 - `GET /_sim/requests`: the log of received requests (method, path, query, model,
   headers with `Authorization`, `api-key` and `x-amz-security-token` replaced by
   their SHA-256, body), the last 2,000.

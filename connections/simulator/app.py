@@ -280,7 +280,15 @@ class Simulator:
             return await respond_faulty(send, plan.completion(), fault)
         options = body.get("stream_options") or {}
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-        await stream(send, plan.chunks(include_usage), fault)
+        frames = plan.chunks(include_usage)
+        if fault.get("error_after_chunks") is not None:
+            # OpenAI reports a failure after the stream started as an error event.
+            message = (
+                fault.get("message") or "The server had an error while processing your request."
+            )
+            error = openai_wire.error_body(message, error_type="server_error", code=None)
+            frames = [*frames[: fault["error_after_chunks"]], b"data: " + error + b"\n\n"]
+        await stream(send, frames, fault)
 
 
 # --- responses --------------------------------------------------------------------------------

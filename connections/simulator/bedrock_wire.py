@@ -320,6 +320,12 @@ async def handle(sim: Simulator, request: Request, send) -> None:
         broken[-1] ^= 0xFF
         frames[1] = bytes(broken)
         fault = {k: v for k, v in fault.items() if k != "malformed_sse"}
+    if fault.get("error_after_chunks") is not None:
+        # Bedrock reports a failure after the stream started as an exception message.
+        kind = fault.get("code") or "modelStreamErrorException"
+        message = {"message": fault.get("message") or "The model stream failed."}
+        error = event_frame(kind, message, message_type="exception")
+        frames = [*frames[: fault["error_after_chunks"]], error]
     await stream(send, frames, fault, EVENT_STREAM)
 
 

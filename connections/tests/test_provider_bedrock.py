@@ -373,3 +373,32 @@ def test_discovery_with_a_wrong_secret_is_a_clean_error(sim):
         adapter.list_models()
     assert caught.value.code == "upstream_auth_failed"
     assert "wrong-aws-secret" not in str(caught.value)
+
+
+def test_a_throttling_exception_mid_stream_is_a_429(sim, adapter):
+    sim.script(SONNET, [{"error_after_chunks": 3, "code": "throttlingException"}])
+
+    async def go():
+        stream = await adapter.open_stream(SONNET, {"messages": [{"role": "user", "content": "x"}]})
+        frames = []
+        with pytest.raises(ProviderError) as caught:
+            async for frame in stream:
+                frames.append(frame)
+        return frames, caught.value
+
+    frames, exc = run(go())
+    assert len(frames) == 3
+    # Past the first byte nothing is retryable: the client already has part of the answer.
+    assert (exc.status, exc.code, exc.retryable) == (429, "rate_limited", False)
+
+
+def test_a_model_stream_error_mid_stream_is_a_502(sim, adapter):
+    sim.script(SONNET, [{"error_after_chunks": 0}])
+
+    async def go():
+        stream = await adapter.open_stream(SONNET, {"messages": [{"role": "user", "content": "x"}]})
+        return await drain(stream)
+
+    with pytest.raises(ProviderError) as caught:
+        run(go())
+    assert (caught.value.status, caught.value.code) == (502, "upstream_error")

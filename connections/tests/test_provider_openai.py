@@ -383,3 +383,34 @@ def test_discovery_of_an_unreachable_server_is_a_clean_error(sim):
     with pytest.raises(ProviderError) as caught:
         adapter.test()
     assert caught.value.code == "upstream_unreachable" and str(port) not in str(caught.value)
+
+
+def test_an_error_event_mid_stream_raises_after_the_frames_before_it(sim, adapter):
+    sim.script("gpt-4o", [{"error_after_chunks": 2, "message": "overloaded"}])
+
+    async def go():
+        stream = await adapter.open_stream("gpt-4o", chat_body(stream=True))
+        frames = []
+        with pytest.raises(ProviderError) as caught:
+            async for frame in stream:
+                frames.append(frame)
+        return frames, caught.value
+
+    frames, exc = run(go())
+    assert len(frames) == 2 and exc.status == 502 and not exc.retryable
+    assert "overloaded" in exc.message
+
+
+def test_a_stream_stalling_past_the_timeout_raises_a_504_mid_stream(sim):
+    adapter = build_adapter(config_for(sim.openai_base, sim.api_key, timeout_seconds=0.3))
+    sim.script("gpt-4o", [{"chunk_interval_ms": 600}])
+
+    async def go():
+        stream = await adapter.open_stream("gpt-4o", chat_body(stream=True))
+        with pytest.raises(ProviderError) as caught:
+            async for _frame in stream:
+                pass
+        return caught.value
+
+    exc = run(go())
+    assert (exc.status, exc.code) == (504, "timeout")

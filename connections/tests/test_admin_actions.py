@@ -94,3 +94,46 @@ def test_the_seed_discovers_openai_models_when_a_key_is_given(db, settings, simu
     assert openai_models.count() == 5 and not openai_models.filter(approved=True).exists()
     assert openai_models.get(name="gpt-4o").input_price == Decimal("2.50")
     assert simulator.api_key not in out.getvalue()
+
+
+@pytest.fixture
+def bedrock(cast, simulator):
+    key_id, secret = simulator.aws_credentials
+    return services.connection_create(
+        actor=cast.admin,
+        name="Bedrock",
+        slug="bedrock",
+        kind=Connection.Kind.BEDROCK,
+        base_url=simulator.url,
+        region="us-east-1",
+        secrets={"aws_access_key_id": key_id, "aws_secret_access_key": secret},
+    )
+
+
+def test_bedrock_models_are_discovered_through_boto3_with_catalog_prices(
+    admin_client, bedrock, simulator
+):
+    (message,) = run_action(admin_client, "discover_models", bedrock)
+    assert message[0] == constants.SUCCESS, message
+    names = set(LLM.objects.filter(connection=bedrock).values_list("name", flat=True))
+    assert "anthropic.claude-3-5-sonnet-20241022-v2:0" in names
+    assert "stability.sd3-large-v1:0" not in names  # an image model: not routable
+    sonnet = LLM.objects.get(mesh_id="bedrock/anthropic.claude-3-5-sonnet-20241022-v2:0")
+    assert (sonnet.input_price, sonnet.output_price) == (Decimal("3.00"), Decimal("15.00"))
+    assert not sonnet.approved and sonnet.context_window == 200000
+    titan = LLM.objects.get(mesh_id="bedrock/amazon.titan-embed-text-v2:0")
+    assert titan.kind == "embedding" and titan.input_price == Decimal("0.02")
+    (listing,) = [r for r in simulator.requests() if r["path"] == "/foundation-models"]
+    assert listing["headers"]["authorization"].startswith("sha256:")  # SigV4-signed, hashed
+    assert "Boto3" in listing["headers"]["user-agent"]
+
+
+def test_bedrock_test_action_ok_and_a_wrong_secret_is_a_clean_error(admin_client, bedrock):
+    (ok,) = run_action(admin_client, "test_connection", bedrock)
+    assert ok[0] == constants.SUCCESS and "foundation models" in ok[1]
+    services.connection_set_secrets(
+        connection=bedrock, actor=None, secrets={"aws_secret_access_key": "wrong-aws-secret-777777"}
+    )
+    (failed,) = run_action(admin_client, "test_connection", bedrock)
+    assert failed[0] == constants.ERROR and "wrong-aws-secret-777777" not in failed[1]
+    assert "AKIA" not in failed[1]

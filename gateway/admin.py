@@ -42,6 +42,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "owner",
         "department",
         "purpose",
+        "status",
         "created_at",
         "expires_at",
         "revoked_at",
@@ -79,6 +80,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="Prefix", ordering="public_id")
     def prefix(self, api_key: ApiKey) -> str:
         return api_key.prefix
+
+    @admin.display(description="Status")
+    def status(self, api_key: ApiKey) -> str:
+        if api_key.revoked_at is not None:
+            return "revoked"
+        return "active" if api_key.is_active else "expired"
 
     def get_search_results(self, request, queryset, search_term):
         # People paste the prefix as they see it ("mg-1a2b3c4d"); the column holds the id part.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.contrib.auth.models import Group
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -111,6 +111,15 @@ class LLMViewSet(
     serializer_class = LLMSerializer
     permission_classes = [ModelPermissions]
     queryset = LLM.objects.select_related("connection", "approved_by")
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("connection", str, description="Only this connection's (slug)."),
+            OpenApiParameter("approved", bool, description="Only approved (true) or not (false)."),
+        ]
+    )
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
 
     def get_queryset(self):
         queryset = super().get_queryset()

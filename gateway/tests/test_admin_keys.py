@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
 from django.test import Client
+from django.utils import timezone
 
 from gateway.models import ApiKey, hash_key
 from gateway.services import apikey_create
@@ -47,6 +50,10 @@ def test_the_status_filter_separates_active_and_revoked_keys(cast):
     assert list(client.get(CHANGELIST, {"status": "revoked"}).context["cl"].result_list) == [
         revoked
     ]
+    ApiKey.objects.filter(pk=active.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    expired = client.get(CHANGELIST, {"status": "expired"})
+    assert list(expired.context["cl"].result_list) == [active]
+    assert "expired" in expired.content.decode()
 
 
 def test_adding_a_key_shows_it_once_and_keeps_it_out_of_history_and_messages(cast):

@@ -37,11 +37,42 @@ def assert_clean(text: str, canary: str, where: str) -> None:
         assert needle not in text, f"the canary leaked into {where}"
 
 
+KINDS = {
+    "openai_compatible": {
+        "secret": "api_key",
+        "models": ("gpt-4o", "text-embedding-3-small"),
+        "form": {"region": ""},
+    },
+    # Bedrock signs with the secret and sends the session token as a header.
+    "bedrock": {
+        "secret": "aws_secret_access_key",
+        "models": ("anthropic.claude-3-haiku-20240307-v1:0", "amazon.titan-embed-text-v2:0"),
+        "form": {"region": "us-east-1", "aws_access_key_id": "AKIACANARY0000000001"},
+    },
+}
+
+
+def debug_everywhere(caplog, settings) -> None:
+    """DEBUG on every logger but those the project's LOGGING pins higher.
+
+    The pinned ones stay as configured: botocore at DEBUG prints request headers,
+    X-Amz-Security-Token included (botocore's own behaviour), which is why the
+    settings keep it at WARNING.
+    """
+    pinned = tuple(settings.LOGGING.get("loggers", {}))
+    caplog.set_level(logging.DEBUG)
+    for name in list(logging.root.manager.loggerDict):
+        if not any(name == p or name.startswith(p + ".") for p in pinned):
+            caplog.set_level(logging.DEBUG, logger=name)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_the_canary_secret_appears_in_no_page_log_or_plaintext_column(
-    client, cast, settings, simulator, canary, caplog, capsys
+    client, cast, settings, simulator, canary, caplog, capsys, kind
 ):
     settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = True
-    caplog.set_level(logging.DEBUG)
+    debug_everywhere(caplog, settings)
+    secret_field = KINDS[kind]["secret"]
     client.force_login(cast.admin)
     pages: dict[str, str] = {}
 
@@ -58,8 +89,9 @@ def test_the_canary_secret_appears_in_no_page_log_or_plaintext_column(
     form = {
         "name": "Canary",
         "slug": "canary",
-        "kind": "openai_compatible",
-        "base_url": simulator.openai_base,
+        "kind": kind,
+        "base_url": simulator.openai_base if kind == "openai_compatible" else simulator.url,
+        **KINDS[kind]["form"],
         "options": "{}",
         "enabled": "on",
         "timeout_seconds": "5",
@@ -70,13 +102,16 @@ def test_the_canary_secret_appears_in_no_page_log_or_plaintext_column(
     post(
         "add refused",
         reverse("admin:connections_connection_add"),
-        {**form, "base_url": "ftp://x", "api_key": canary},
+        {**form, "base_url": "ftp://x", secret_field: canary},
     )
-    post("add", reverse("admin:connections_connection_add"), {**form, "api_key": canary})
+    secrets_typed = {secret_field: canary}
+    if kind == "bedrock":
+        secrets_typed["aws_session_token"] = canary + "-token"
+    post("add", reverse("admin:connections_connection_add"), {**form, **secrets_typed})
     connection = Connection.objects.get(slug="canary")
-    assert connection.get_secrets() == {"api_key": canary}  # it is there, encrypted
+    assert connection.get_secrets()[secret_field] == canary  # it is there, encrypted
     # Its own models (the simulator refuses the canary key, so discovery cannot add them).
-    for name in ("gpt-4o", "text-embedding-3-small"):
+    for name in KINDS[kind]["models"]:
         llm = services.llm_create(actor=cast.admin, connection=connection, name=name)
         services.llm_grant(llm=llm, group=cast.marketing.group, actor=cast.admin)
 
@@ -120,10 +155,10 @@ def test_the_canary_secret_appears_in_no_page_log_or_plaintext_column(
     post(
         "replace",
         change,
-        {**form, "description": "edited", "timeout_seconds": "6", "api_key": second},
+        {**form, "description": "edited", "timeout_seconds": "6", secret_field: second},
     )
     connection.refresh_from_db()
-    assert connection.get_secrets() == {"api_key": second}
+    assert connection.get_secrets()[secret_field] == second
     get("connection change after replace", change)
     get("event list after replace", events)
 

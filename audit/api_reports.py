@@ -231,6 +231,9 @@ class ReportDownloadView(APIView):
 
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(
+        operation_id="reports_download",
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+    )
     def get(self, request: Request, pk: int, fmt: str):
         return report_file_response(ChargebackReport.objects.visible_to(request.user), pk, fmt)

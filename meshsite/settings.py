@@ -10,6 +10,7 @@ committed). ``.env.example`` lists every variable.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -217,6 +218,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 # Also straight from the apps' static folders, so a fresh clone and the tests need no collectstatic.
 WHITENOISE_USE_FINDERS = True
+# Before `collectstatic` STATIC_ROOT does not exist yet: that is expected, not worth a warning.
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)
 
 # --- security (all on unless DEBUG; `check --deploy` is clean under production variables) ----
 

@@ -81,7 +81,9 @@ class ConnectionForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         saved = self.instance.pk is not None
-        for name in _all_secret_fields():
+        # A saved connection shows its own kind's secrets and help; a new one, every kind's.
+        names = self.instance.secret_field_names if saved else _all_secret_fields()
+        for name in names:
             status = secret_status(self.instance, name) if saved else "not set"
             self.fields[name] = forms.CharField(
                 label=SECRET_LABELS.get(name, name),
@@ -90,33 +92,39 @@ class ConnectionForm(forms.ModelForm):
                 widget=forms.PasswordInput(
                     render_value=False, attrs={"autocomplete": "new-password"}
                 ),
-                help_text=f"{status.capitalize()}. Type a new value to replace it; leave empty to "
-                f"keep it. Used by: {_kinds_using(name)}.",
+                help_text=f"{status[0].upper()}{status[1:]}. Type a new value to replace it; "
+                f"leave empty to keep it. Used by: {_kinds_using(name)}.",
             )
             if saved and status != "not set":
                 self.fields[f"clear_{name}"] = forms.BooleanField(
                     label=f"Remove the {SECRET_LABELS.get(name, name)}", required=False
                 )
-        self.fields["kind"].help_text = " ".join(str(text) for text in KIND_HELP.values())
+        helps = [KIND_HELP[self.instance.kind]] if saved else list(KIND_HELP.values())
+        self.fields["kind"].help_text = " ".join(str(text) for text in helps)
+        if saved:
+            self.fields["kind"].help_text += " Changing the kind drops secrets it does not take."
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         kind = cleaned.get("kind") or self.instance.kind
         allowed = Connection.SECRET_FIELDS.get(kind, ())
-        for name in _all_secret_fields():
+        for name in self._secret_names():
             if cleaned.get(name) and name not in allowed:
                 self.add_error(name, f"A {Connection.Kind(kind).label} connection has no {name}.")
         return cleaned
 
+    def _secret_names(self) -> list[str]:
+        return [name for name in _all_secret_fields() if name in self.fields]
+
     def secret_values(self) -> dict[str, str]:
         return {
             name: self.cleaned_data[name]
-            for name in _all_secret_fields()
+            for name in self._secret_names()
             if self.cleaned_data.get(name)
         }
 
     def secrets_to_clear(self) -> list[str]:
-        return [name for name in _all_secret_fields() if self.cleaned_data.get(f"clear_{name}")]
+        return [name for name in self._secret_names() if self.cleaned_data.get(f"clear_{name}")]
 
     def model_changes(self) -> dict[str, Any]:
         return {

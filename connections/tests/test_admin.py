@@ -58,6 +58,10 @@ def test_the_change_page_says_when_a_secret_was_set_and_never_shows_it(admin_cli
     html = page.content.decode()
     assert "Set on " in html and "sim-secret-key-not-real" not in html
     assert 'name="api_key"' in html and "Simulator</strong>" in html
+    # Only this kind's secret fields; the add page offers every kind's.
+    assert 'name="aws_secret_access_key"' not in html
+    add = admin_client.get(reverse("admin:connections_connection_add")).content.decode()
+    assert 'name="aws_secret_access_key"' in add and 'name="api_key"' in add
 
 
 def test_an_empty_secret_field_keeps_the_key_and_a_new_value_replaces_it(admin_client, cast):

@@ -173,6 +173,33 @@ def test_alice_gets_a_streamed_answer_recorded_as_a_playground_call_of_her_depar
     assert sent["body"]["temperature"] == 0.2 and sent["body"]["max_tokens"] == 40
 
 
+def test_the_answer_is_relayed_by_an_async_iterator_so_asgi_streams_it(sim_cast):
+    async def go():
+        client = AsyncClient()
+        await client.aforce_login(sim_cast.alice)
+        response = await client.post(
+            CHAT, json.dumps(chat_payload(sim_cast)), content_type="application/json"
+        )
+        first = await anext(aiter(response.streaming_content))
+        rest = b"".join([chunk async for chunk in response.streaming_content])
+        return response, first, rest
+
+    response, first, rest = async_to_sync(go)()
+    # Under ASGI, Django drains a sync iterator into a list before sending: nothing would stream.
+    assert response.is_async
+    assert first.startswith(b"data: {") and rest.endswith(b"data: [DONE]\n\n")
+
+
+def test_someone_in_two_departments_charges_the_one_they_pick(sim_cast):
+    sim_cast.alice.groups.add(sim_cast.research.group)
+    payload = chat_payload(sim_cast, department=sim_cast.research.pk)
+    response, _ = post_chat(sim_cast.alice, payload)
+    assert response.status_code == 200
+    assert wait_for_record(response["X-Request-Id"]).department == sim_cast.research
+    html = logged_in(sim_cast.alice).get(PAGE).content.decode()
+    assert "Marketing (MKT-100)" in html and "Research (RES-300)" in html
+
+
 def sim_cast_requests(cast: Cast) -> list:
     import httpx
 

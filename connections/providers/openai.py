@@ -7,8 +7,10 @@ Streams always ask the upstream for usage (`stream_options.include_usage`); the
 usage-only chunk is passed on only when the client asked for it.
 
 Where an upstream reports no usage, tokens are estimated at ~4 characters per
-token (tiktoken needs its encoding files from the network, which a gateway may
-not have) and `Usage.estimated` is set.
+token and `Usage.estimated` is set. tiktoken downloads its encoding files at run
+time, which a gateway may not be allowed to do; a tiktoken-compatible package
+with the files built in (bpe-openai) was measured here at ~100 MB per process
+and a 0.5-6 s first load: too much for an estimate on the hot path.
 
 Errors: every failure becomes a `ProviderError` whose text never holds the
 upstream body verbatim, a secret or the base URL (see `sanitize`). The adapter

@@ -56,7 +56,8 @@ def test_the_status_filter_separates_active_and_revoked_keys(cast):
     assert "expired" in expired.content.decode()
 
 
-def test_adding_a_key_shows_it_once_and_keeps_it_out_of_history_and_messages(cast):
+def test_adding_a_key_shows_it_once_and_keeps_it_out_of_history_and_messages(cast, caplog, capsys):
+    caplog.set_level("DEBUG")
     client = admin_client(cast)
     assert client.get(ADD).status_code == 200
     response = client.post(
@@ -78,6 +79,9 @@ def test_adding_a_key_shows_it_once_and_keeps_it_out_of_history_and_messages(cas
     assert raw not in entry.change_message and raw not in entry.object_repr
     assert raw[12:] not in entry.get_change_message()
     assert not list(get_messages(response.wsgi_request))
+    captured = capsys.readouterr()
+    for logged in (caplog.text, captured.out, captured.err):
+        assert raw not in logged
     for page in (CHANGELIST, f"{CHANGELIST}{key.pk}/change/", f"{CHANGELIST}{key.pk}/history/"):
         later = client.get(page)
         assert later.status_code == 200, page

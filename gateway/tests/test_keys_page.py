@@ -22,7 +22,8 @@ def test_anonymous_visitors_are_sent_to_the_login_page(cast):
     assert response["Location"] == f"/accounts/login/?next={URL}"
 
 
-def test_a_user_creates_a_key_and_it_is_shown_once(cast):
+def test_a_user_creates_a_key_and_it_is_shown_once(cast, caplog, capsys):
+    caplog.set_level("DEBUG")
     client = logged_in(cast.alice)
     response = client.post(
         URL, {"department": cast.marketing.pk, "purpose": "newsletter", "expires_in_days": 30}
@@ -37,6 +38,9 @@ def test_a_user_creates_a_key_and_it_is_shown_once(cast):
     assert api_key.expires_at is not None
     again = client.get(URL)
     assert raw not in again.content.decode()
+    captured = capsys.readouterr()
+    for logged in (caplog.text, captured.out, captured.err):
+        assert raw not in logged
     assert api_key.prefix in again.content.decode()
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
+from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
 from .. import services
 from ..forms import DepartmentForm
@@ -86,6 +87,7 @@ class AliasAdmin(admin.ModelAdmin):
 class DepartmentAdmin(admin.ModelAdmin):
     form = DepartmentForm
     list_display = ("name", "cost_center", "member_count")
+    readonly_fields = ("members", "viewers")
     search_fields = ("group__name", "cost_center")
     list_select_related = ("group",)
     ordering = ("group__name",)
@@ -96,6 +98,30 @@ class DepartmentAdmin(admin.ModelAdmin):
     @admin.display(description="Name", ordering="group__name")
     def name(self, obj: Department) -> str:
         return obj.group.name
+
+    def get_fields(self, request: HttpRequest, obj: Department | None = None) -> list[str]:
+        fields = ["name", "cost_center", "contacts"]
+        return [*fields, "members", "viewers"] if obj is not None else fields
+
+    @admin.display(description="Members (users in the group)")
+    def members(self, obj: Department) -> str:
+        names = obj.group.user_set.order_by("username").values_list("username", flat=True)
+        return ", ".join(names) or "nobody yet"
+
+    @admin.display(description="Report and audit viewers")
+    def viewers(self, obj: Department) -> str:
+        lines = []
+        for codename, label in (
+            ("view_department_reports", "reports"),
+            ("view_department_audit", "audit records"),
+        ):
+            users = get_users_with_perms(obj, only_with_perms_in=[codename], with_group_users=False)
+            groups = get_groups_with_perms(obj, attach_perms=True)
+            holders = [u.username for u in users] + [
+                f"group {g.name}" for g, perms in groups.items() if codename in perms
+            ]
+            lines.append(f"{label}: {', '.join(sorted(holders)) or 'nobody'}")
+        return "; ".join(lines)
 
     @admin.display(description="Members", ordering="_members")
     def member_count(self, obj: Department) -> int:
@@ -126,13 +152,32 @@ class DepartmentAdmin(admin.ModelAdmin):
 class ChangeEventAdmin(admin.ModelAdmin):
     """The change log: read-only for everyone, superusers included."""
 
-    list_display = ("at", "event_type", "object_repr", "actor", "details")
+    list_display = ("at", "event_type", "object_repr", "actor", "summary")
     list_filter = ("event_type", "at")
     search_fields = ("object_repr", "actor__username", "event_type")
     list_select_related = ("actor",)
     date_hierarchy = "at"
     fields = ("at", "event_type", "object_repr", "actor", "details")
     readonly_fields = fields
+
+    @admin.display(description="Details")
+    def summary(self, obj: ChangeEvent) -> str:
+        parts = []
+        for key, value in (obj.details or {}).items():
+            if key.endswith("_id"):
+                continue  # the object is named in its own column
+            if isinstance(value, dict) and set(value) == {"from", "to"}:
+                value = f"{value['from']} → {value['to']}"
+            elif isinstance(value, dict):
+                value = ", ".join(
+                    f"{k}: {v['from']} → {v['to']}" if isinstance(v, dict) and "to" in v else k
+                    for k, v in value.items()
+                )
+            elif isinstance(value, list):
+                value = ", ".join(str(v) for v in value) or "none"
+            parts.append(f"{key.replace('_', ' ')}: {value}")
+        text = "; ".join(parts)
+        return text if len(text) <= 160 else text[:159] + "…"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -261,3 +261,22 @@ def test_the_change_log_is_read_only_even_for_superusers(admin_client, cast):
         == 403
     )
     assert ChangeEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_the_change_log_list_summarises_each_change(admin_client, cast):
+    services.llm_update(llm=cast.gpt4o, actor=cast.admin, input_price=Decimal("2.00"))
+    services.llm_grant(llm=cast.gpt4o, group=cast.research.group, actor=cast.bob)
+    html = admin_client.get(reverse("admin:connections_changeevent_changelist")).content.decode()
+    assert "changed: input_price: 2.50 → 2.00" in html
+    assert "group: Research" in html and "bob" in html
+
+
+def test_the_department_page_lists_members_and_viewers(admin_client, cast):
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("connections.view_department_reports", cast.bob, cast.marketing)
+    assign_perm("connections.view_department_audit", cast.finance.group, cast.marketing)
+    url = reverse("admin:connections_department_change", args=[cast.marketing.pk])
+    html = admin_client.get(url).content.decode()
+    assert "alice" in html
+    assert "reports: bob; audit records: group Finance" in html

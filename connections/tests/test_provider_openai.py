@@ -414,3 +414,13 @@ def test_a_stream_stalling_past_the_timeout_raises_a_504_mid_stream(sim):
 
     exc = run(go())
     assert (exc.status, exc.code) == (504, "timeout")
+
+
+def test_a_plain_answer_cut_short_or_not_json_is_a_502(sim, adapter):
+    sim.script("gpt-4o", [{"drop_after_chunks": 1}, {"malformed_sse": True}])
+    with pytest.raises(ProviderError) as caught:
+        run(adapter.chat("gpt-4o", chat_body()))
+    assert (caught.value.status, caught.value.retryable) == (502, True)
+    with pytest.raises(ProviderError) as caught:
+        run(adapter.chat("gpt-4o", chat_body()))
+    assert (caught.value.status, caught.value.code) == (502, "upstream_malformed")

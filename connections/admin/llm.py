@@ -156,7 +156,8 @@ class LLMAdmin(admin.ModelAdmin):
                 actor=actor,
                 connection=form.cleaned_data["connection"],
                 name=form.cleaned_data["name"],
-                **{k: form.cleaned_data[k] for k in services.LLM_FIELDS},
+                # Only what the admin typed: the catalog fills in the rest.
+                **form.llm_changes(),
             )
         if "approved" in form.changed_data or not change:
             if form.cleaned_data["approved"]:

@@ -280,3 +280,26 @@ def test_the_department_page_lists_members_and_viewers(admin_client, cast):
     html = admin_client.get(url).content.decode()
     assert "alice" in html
     assert "reports: bob; audit records: group Finance" in html
+
+
+def test_adding_an_llm_by_hand_takes_catalog_figures_unless_typed(admin_client, cast):
+    data = {
+        "connection": cast.connection.pk,
+        "name": "gpt-4.1-nano",
+        "kind": "chat",
+        "description": "",
+        "groups": [cast.finance.group.pk],
+        "input_price": "0",
+        "output_price": "0.50",
+        "cached_input_price": "0",
+        "context_window": "",
+        "max_output_tokens": "",
+        "catalog_tokens_per_second": "",
+        "catalog_date": "",
+    }
+    response = admin_client.post(reverse("admin:connections_llm_add"), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    llm = LLM.objects.get(mesh_id="sim/gpt-4.1-nano")
+    assert (llm.input_price, llm.output_price) == (Decimal("0.10"), Decimal("0.50"))
+    assert llm.context_window == 1047576 and not llm.approved
+    assert [g.name for g in services.llm_groups(llm)] == ["Finance"]

@@ -12,11 +12,11 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Max, Min, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 
-from .querysets import audit_department_ids
+from .querysets import CallRecordQuerySet, audit_department_ids
 
 
 class DateRangeFilter(admin.ListFilter):
@@ -205,3 +205,55 @@ def _planner_rows(queryset: QuerySet) -> int | None:
     if isinstance(plan, str):
         plan = json.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
+
+
+class ProbedDatesQuerySet(CallRecordQuerySet):
+    """Answers the date hierarchy's `datetimes(field, kind)` by probing each candidate year,
+    month or day between the first and last record with an indexed EXISTS, instead of a
+    SELECT DISTINCT date_trunc(...) over every matching row (1.7 s for the years of a
+    million records; a few milliseconds this way)."""
+
+    max_probes = 62
+
+    def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
+        if kind not in {"year", "month", "day"} or tzinfo is not None:
+            return super().datetimes(field_name, kind, order, tzinfo)
+        bounds = self.order_by().aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        zone = timezone.get_current_timezone()
+        periods = _periods(
+            timezone.localtime(bounds["first"], zone),
+            timezone.localtime(bounds["last"], zone),
+            kind,
+        )
+        if len(periods) > self.max_probes:
+            return super().datetimes(field_name, kind, order, tzinfo)
+        found = [
+            start
+            for start, end in periods
+            if self.filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end}).exists()
+        ]
+        return found[::-1] if order == "DESC" else found
+
+
+def _periods(first: dt.datetime, last: dt.datetime, kind: str) -> list[tuple]:
+    """[start, end) of every year, month or day from `first` to `last` (aware, same zone)."""
+    zone = first.tzinfo
+    if kind == "year":
+        start = dt.datetime(first.year, 1, 1, tzinfo=zone)
+    elif kind == "month":
+        start = dt.datetime(first.year, first.month, 1, tzinfo=zone)
+    else:
+        start = dt.datetime(first.year, first.month, first.day, tzinfo=zone)
+    periods = []
+    while start <= last:
+        if kind == "year":
+            end = start.replace(year=start.year + 1)
+        elif kind == "month":
+            end = (start + dt.timedelta(days=32)).replace(day=1)
+        else:
+            end = dt.datetime.combine(start.date() + dt.timedelta(days=1), dt.time.min, zone)
+        periods.append((start, end))
+        start = end
+    return periods

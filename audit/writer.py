@@ -178,11 +178,35 @@ class AuditWriter:
                 for op, record in zip(inserts, created, strict=True):
                     op.pk = record.pk
             if updates:
-                CallRecord.objects.bulk_update(
-                    [CallRecord(pk=op.pk, **op.fields) for op in updates], COMPLETION_FIELDS
-                )
+                self._update_many(updates)
             if touches:
                 self._touch(touches)
+
+    @staticmethod
+    def _update_many(updates: list[_Op]) -> None:
+        """One prepared UPDATE run for every completion (`executemany`).
+
+        Django's bulk_update builds a CASE WHEN per field and row: at 200 rows it
+        spends seconds composing SQL. One parameterised statement, executed for many
+        rows, is what the database is good at (psycopg 3 pipelines it).
+        """
+        fields = [CallRecord._meta.get_field(name) for name in COMPLETION_FIELDS]
+        quote = connection.ops.quote_name
+        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        # Only the model's own column names are interpolated; every value is a parameter.
+        sql = (
+            f"UPDATE {quote(CallRecord._meta.db_table)} SET {assignments} "  # noqa: S608
+            f"WHERE {quote(CallRecord._meta.pk.column)} = %s"
+        )
+        rows = []
+        for op in updates:
+            row = [
+                field.get_db_prep_save(op.fields.get(field.attname), connection) for field in fields
+            ]
+            row.append(op.pk)
+            rows.append(row)
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
 
     @staticmethod
     def _touch(touches: list[_Op]) -> None:

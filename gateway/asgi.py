@@ -20,7 +20,7 @@ from django.conf import settings
 
 from audit.writer import writer
 
-from . import auth, clients, service
+from . import auth, catalog, clients, service
 from .errors import GatewayError, error_body
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 writer.start()
+                try:
+                    # Keys and the catalog are loaded (and adapters imported) before the first call.
+                    await catalog.snapshot()
+                except Exception:
+                    logger.warning("gateway: the catalog could not be loaded at startup")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await clients.close_all()
@@ -167,24 +172,41 @@ class GatewayApp:
         await self.pump(reply, receive, send)
 
     async def pump(self, reply: service.Reply, receive, send) -> None:
-        """Send the stream's frames; cancel it as soon as the client goes away."""
-        stream = reply.stream
+        """Send the stream's frames; cancel it as soon as the client goes away.
 
-        async def forward() -> None:
+        A reader task pulls frames from the stream into a queue and the writer sends
+        whatever has queued up as one body message: an upstream read usually carries
+        many frames, and one socket write for them instead of one each is most of
+        the cost of a stream through the gateway.
+        """
+        stream = reply.stream
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def read() -> None:
             try:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": reply.status,
-                        "headers": reply.headers,
-                    }
-                )
                 async for frame in stream:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
+                    queue.put_nowait(frame)
             finally:
                 # Runs the stream's own cleanup (upstream closed, record completed) however we left.
                 await stream.aclose()
+                queue.put_nowait(None)
+
+        async def write() -> None:
+            await send(
+                {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
+            )
+            ended = False
+            while not ended:
+                parts = [await queue.get()]
+                while not queue.empty():
+                    parts.append(queue.get_nowait())
+                if parts[-1] is None:
+                    ended = True
+                    parts.pop()
+                if parts:
+                    body = parts[0] if len(parts) == 1 else b"".join(parts)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
 
         async def disconnected() -> None:
             while True:
@@ -192,18 +214,19 @@ class GatewayApp:
                 if message["type"] == "http.disconnect":
                     return
 
-        forwarding = asyncio.ensure_future(forward())
+        reading = asyncio.ensure_future(read())
+        writing = asyncio.ensure_future(write())
         listening = asyncio.ensure_future(disconnected())
         try:
-            await asyncio.wait({forwarding, listening}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({writing, listening}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not forwarding.done():
-                forwarding.cancel()
-            listening.cancel()
-            # Let the cancelled stream finish its cleanup (its record write) before returning.
-            await asyncio.gather(forwarding, return_exceptions=True)
-        if forwarding.done() and not forwarding.cancelled() and forwarding.exception():
-            logger.warning("gateway: a stream ended with %s", type(forwarding.exception()).__name__)
+            for task in (reading, writing, listening):
+                if not task.done():
+                    task.cancel()
+            # Let a cancelled stream finish its cleanup (its record write) before returning.
+            await asyncio.gather(reading, writing, return_exceptions=True)
+        if not reading.cancelled() and reading.exception():
+            logger.warning("gateway: a stream ended with %s", type(reading.exception()).__name__)
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:

@@ -11,6 +11,7 @@ steady state therefore reads nothing from the database.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,6 +22,8 @@ from connections import versioning
 from connections.providers.base import ConnectionConfig
 
 from .errors import GatewayError, model_not_found
+
+logger = logging.getLogger(__name__)
 
 _MAX_USERS = 50_000
 
@@ -79,6 +82,8 @@ def _load_snapshot() -> Snapshot:
         conn.pk: ConnectionConfig.from_connection(conn)
         for conn in Connection.objects.filter(enabled=True)
     }
+    for kind in {config.kind for config in connections.values()}:
+        preload_adapter(kind)
     policies = dict(Connection.objects.filter(enabled=True).values_list("pk", "payload_policy"))
     llms: dict[str, Target] = {}
     by_id: dict[int, Target] = {}
@@ -126,6 +131,17 @@ def _load_snapshot() -> Snapshot:
         grants={group: frozenset(ids) for group, ids in grants.items()},
         connections=connections,
     )
+
+
+def preload_adapter(kind: str) -> None:
+    """Import an adapter's module here, in a worker thread: the openai SDK alone takes seconds
+    to import on a busy machine, and an import on the event loop would stall every call."""
+    from connections.providers import adapter_class
+
+    try:
+        adapter_class(kind)
+    except Exception:
+        logger.warning("no adapter could be loaded for connections of kind %r", kind)
 
 
 def _load_user(user_id: int, snapshot: Snapshot) -> UserInfo:

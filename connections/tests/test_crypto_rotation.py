@@ -33,8 +33,9 @@ def test_secrets_are_stored_encrypted_and_read_back(db, old_key):
 
 
 def test_old_rows_decrypt_with_new_and_old_keys_before_rotation_and_new_alone_after(
-    db, old_key, settings
+    db, old_key, settings, django_user_model
 ):
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "x")
     connection = make_connection("sk-rotate-me-42")
     new_key = Fernet.generate_key().decode()
     before = stored(connection).secrets_ciphertext
@@ -46,7 +47,7 @@ def test_old_rows_decrypt_with_new_and_old_keys_before_rotation_and_new_alone_af
     settings.MESHGATE_ENCRYPTION_KEYS = [new_key, old_key]
     assert stored(connection).get_secrets() == {"api_key": "sk-rotate-me-42"}
     out = StringIO()
-    call_command("rotate_encryption_key", stdout=out)
+    call_command("rotate_encryption_key", "--actor", "admin", stdout=out)
     assert "1 connection(s)" in out.getvalue()
     after = stored(connection).secrets_ciphertext
     assert after != before
@@ -59,6 +60,7 @@ def test_old_rows_decrypt_with_new_and_old_keys_before_rotation_and_new_alone_af
         stored(connection).get_secrets()
 
     (event,) = ChangeEvent.objects.filter(event_type=ChangeEvent.Type.KEY_ROTATED)
+    assert event.actor.username == "admin"
     assert event.details == {"connections": 1, "keys_configured": 2}
     assert new_key not in str(event.details) and old_key not in str(event.details)
 

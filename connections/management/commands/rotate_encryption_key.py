@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from connections import services
@@ -16,10 +17,20 @@ class Command(BaseCommand):
         "can be removed."
     )
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--actor", help="Username recorded as having rotated the key (default: nobody)."
+        )
+
     def handle(self, *args, **options) -> None:
         keys = settings.MESHGATE_ENCRYPTION_KEYS
+        actor = None
+        if options.get("actor"):
+            actor = User.objects.filter(username=options["actor"]).first()
+            if actor is None:
+                raise CommandError(f"No user named {options['actor']!r}.")
         try:
-            count = services.encryption_key_rotate(actor=None)
+            count = services.encryption_key_rotate(actor=actor)
         except SecretDecryptionError as exc:
             raise CommandError(
                 f"{exc} Keep every old key after the new one in MESHGATE_ENCRYPTION_KEYS "

@@ -34,6 +34,10 @@ def service_errors():
         raise serializers.ValidationError(serializers.as_serializer_error(exc))
 
 
+# Sent by HTML forms (the browsable API's included), not data for the model.
+FORM_PLUMBING = frozenset({"csrfmiddlewaretoken"})
+
+
 class StrictFieldsMixin:
     """Refuse input fields that are read-only or unknown rather than silently dropping them."""
 
@@ -41,7 +45,7 @@ class StrictFieldsMixin:
         if hasattr(data, "keys"):
             fields = self.fields  # type: ignore[attr-defined]
             writable = {name for name, field in fields.items() if not field.read_only}
-            refused = sorted(set(data.keys()) - writable)
+            refused = sorted(set(data.keys()) - writable - FORM_PLUMBING)
             if refused:
                 raise serializers.ValidationError(
                     {name: ["This field cannot be set here."] for name in refused}

@@ -80,3 +80,18 @@ def test_aliases_follow_the_model_permissions(cast):
     assert client.post(URL, {"name": "mine", "targets": []}, format="json").status_code == 403
     assert client.delete(f"{URL}chat-default/").status_code == 403
     assert Alias.objects.count() == 1
+
+
+def test_an_html_form_post_with_its_csrf_token_is_accepted(cast):
+    """The browsable API posts forms that carry csrfmiddlewaretoken: not a refused field."""
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(cast.admin)
+    secret = "c" * 32
+    client.cookies["csrftoken"] = secret
+    response = client.post(
+        URL,
+        {"csrfmiddlewaretoken": secret, "name": "formed", "targets": ["sim/gpt-4o-mini"]},
+        format="multipart",
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["targets"] == ["sim/gpt-4o-mini"]

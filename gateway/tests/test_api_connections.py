@@ -221,3 +221,13 @@ def test_testing_and_discovering_need_the_change_permissions(cast, private_ok):
     allow(cast.alice, "change_connection")
     assert client.post(f"{URL}sim/discover/").status_code == 403  # adding models: add_llm
     assert not ChangeEvent.objects.filter(event_type="models_discovered").exists()
+
+
+def test_the_browsable_api_pages_render_without_the_secret(cast, private_ok):
+    client = session(cast.admin)
+    client.patch(f"{URL}sim/", {"secrets": {"api_key": CANARY}}, format="json")
+    for url in (URL, f"{URL}sim/", "/api/llms/", "/api/aliases/", "/api/keys/"):
+        response = client.get(url, HTTP_ACCEPT="text/html")
+        assert response.status_code == 200, url
+        assert "text/html" in response["Content-Type"]
+        assert CANARY not in response.content.decode()

@@ -235,6 +235,9 @@ class Simulator:
             if not isinstance(model, str) or not model:
                 return await respond(send, 400, _openai_error(400, "You must provide a model."))
             endpoint = "chat" if path.endswith("completions") else "embeddings"
+            if endpoint == "chat" and not _valid_messages(body.get("messages")):
+                message = "'messages' must be a non-empty list of objects with a role."
+                return await respond(send, 400, _openai_error(400, message))
             return await self.serve(endpoint, model, body, send)
         await respond(send, 404, openai_wire.error_body("Not found.", **_kind(404)))
 
@@ -312,6 +315,14 @@ def _openai_fault_error(status: int, message: str, fault: dict[str, Any]):
 
 def _azure_error(status: int, message: str) -> bytes:
     return orjson.dumps({"error": {"code": str(status), "message": message}})
+
+
+def _valid_messages(messages: Any) -> bool:
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages)
+    )
 
 
 def _json_object(raw: bytes) -> Any:

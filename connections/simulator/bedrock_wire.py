@@ -14,6 +14,7 @@ import hmac
 import re
 import struct
 import zlib
+from itertools import pairwise
 from typing import Any
 from urllib.parse import unquote
 
@@ -233,6 +234,31 @@ def invoke_embeddings(model: str, request: dict[str, Any]) -> tuple[bytes, int] 
 # --- the handler -------------------------------------------------------------------------------
 
 
+def converse_problem(request: dict[str, Any]) -> str | None:
+    """The ValidationException Bedrock would raise for this Converse request, if any."""
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "A conversation must start with a user message."
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles[0] != "user":
+        return "A conversation must start with a user message. Try again with a user message."
+    alternating = all(a != b for a, b in pairwise(roles))
+    if not alternating or not set(roles) <= {"user", "assistant"}:
+        return "A conversation must alternate between user and assistant roles."
+    blocks = [b for m in messages for b in m.get("content") or []]
+    if any(not isinstance(b, dict) or not b for b in blocks):
+        return "Malformed input request: every content block needs a type."
+    uses_tools = any("toolUse" in b or "toolResult" in b for b in blocks)
+    if uses_tools and not (request.get("toolConfig") or {}).get("tools"):
+        return (
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks."
+        )
+    max_tokens = (request.get("inferenceConfig") or {}).get("maxTokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        return "The maximum tokens you requested must be at least 1."
+    return None
+
+
 def bedrock_error(status: int, message: str, fault: dict[str, Any] | None = None):
     error_type = (fault or {}).get("code") or ERROR_TYPES.get(status, "InternalServerException")
     headers = [*JSON, (b"x-amzn-errortype", f"{error_type}:http://internal.amazon.com/".encode())]
@@ -307,8 +333,9 @@ async def handle(sim: Simulator, request: Request, send) -> None:
         body, tokens = answer
         headers = [*JSON, (b"x-amzn-bedrock-input-token-count", str(tokens).encode())]
         return await respond_faulty(send, body, fault, headers)
-    if not payload.get("messages"):
-        body, headers = bedrock_error(400, "A conversation must start with a user message.")
+    problem = converse_problem(payload)
+    if problem:
+        body, headers = bedrock_error(400, problem)
         return await respond(send, 400, body, headers)
     plan = openai_wire.ChatPlan(openai_view(payload), model, sim.seen_system_prompts)
     if operation == "converse":

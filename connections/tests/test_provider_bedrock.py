@@ -402,3 +402,13 @@ def test_a_model_stream_error_mid_stream_is_a_502(sim, adapter):
     with pytest.raises(ProviderError) as caught:
         run(go())
     assert (caught.value.status, caught.value.code) == (502, "upstream_error")
+
+
+def test_bedrock_validation_errors_come_back_as_400s(sim, adapter):
+    # boto3 would refuse maxTokens 0 itself; the adapter sends it and Bedrock says no.
+    with pytest.raises(ProviderError) as caught:
+        run(adapter.chat(SONNET, {"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}))
+    assert caught.value.status == 400 and "at least 1" in caught.value.message
+    with pytest.raises(ProviderError) as caught:
+        run(adapter.chat(SONNET, {"messages": [{"role": "assistant", "content": "hello"}]}))
+    assert caught.value.status == 400 and "user message" in caught.value.message

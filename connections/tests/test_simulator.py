@@ -339,3 +339,8 @@ def test_the_command_line_serves_the_simulator_with_an_expected_key(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_chat_without_messages_is_a_400(client):
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="gpt-4o", messages=[])

@@ -187,3 +187,32 @@ def test_event_frames_round_trip_through_botocores_buffer():
     [message] = list(buffer)
     assert message.headers[":event-type"] == "messageStop"
     assert json.loads(message.payload) == {"stopReason": "end_turn"}
+
+
+@pytest.mark.parametrize(
+    "messages, extra, problem",
+    [
+        ([{"role": "assistant", "content": [{"text": "hi"}]}], {}, "start with a user"),
+        (user("a") + user("b"), {}, "alternate"),
+        (
+            [
+                *user("a"),
+                {
+                    "role": "assistant",
+                    "content": [{"toolUse": {"toolUseId": "t", "name": "f", "input": {}}}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"toolResult": {"toolUseId": "t", "content": [{"text": "r"}]}}],
+                },
+            ],
+            {},
+            "toolConfig",
+        ),
+    ],
+)
+def test_converse_refuses_what_bedrock_refuses(sim, messages, extra, problem):
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client(sim).converse(modelId=SONNET, messages=messages, **extra)
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert problem in caught.value.response["Error"]["Message"]

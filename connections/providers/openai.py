@@ -26,6 +26,7 @@ import asyncio
 import math
 import re
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
@@ -409,6 +410,52 @@ def _data_of(event: bytes) -> bytes | None:
     return lines[0] if len(lines) == 1 else b"\n".join(lines)
 
 
+# --- pooled clients -------------------------------------------------------------------------
+
+
+class PooledClients:
+    """One pooled `httpx.AsyncClient` per event loop (a client cannot cross loops).
+
+    The gateway has one loop per process, so one client; code that runs calls in
+    short-lived loops (`async_to_sync`, tests) gets its own client there, without
+    churning the long-lived one. Entries go when their loop is collected.
+    """
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        self._config = config
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            timeout = self._config.timeout_seconds
+            max_connections = int(self._config.options.get("max_connections", 1000))
+            client = self._clients[loop] = httpx.AsyncClient(
+                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+                # Sized for hundreds of concurrent streams: a smaller pool would queue them.
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=min(max_connections, 256),
+                    keepalive_expiry=30,
+                ),
+                http1=True,
+                http2=False,
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return client
+
+    async def aclose(self) -> None:
+        """Close the clients of the running loop; those of other loops cannot be awaited here."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.aclose()
+
+
 # --- the adapters ---------------------------------------------------------------------------
 
 
@@ -419,8 +466,7 @@ class OpenAIAdapter(Adapter):
     def __init__(self, config: ConnectionConfig) -> None:
         super().__init__(config)
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
-        self._http: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = PooledClients(config)
         self._headers = self._build_headers()
 
     # --- wiring, overridden by Azure -------------------------------------------------------
@@ -442,27 +488,9 @@ class OpenAIAdapter(Adapter):
         return f"{self.base_url}/{operation}"
 
     def _http_client(self) -> httpx.AsyncClient:
-        # One pooled client per adapter and event loop (a client cannot cross loops).
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop:
-            if not self.base_url:
-                raise ProviderError("This connection has no base URL.", status=500)
-            timeout = self.config.timeout_seconds
-            max_connections = int(self.config.options.get("max_connections", 1000))
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=min(max_connections, 256),
-                    keepalive_expiry=30,
-                ),
-                http1=True,
-                http2=False,
-                follow_redirects=False,
-                trust_env=False,
-            )
-            self._loop = loop
-        return self._http
+        if not self.base_url:
+            raise ProviderError("This connection has no base URL.", status=500)
+        return self._pool.get()
 
     async def _send(self, url: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
         client = self._http_client()
@@ -523,9 +551,7 @@ class OpenAIAdapter(Adapter):
         return Result(body=response.content, usage=usage, parsed=parsed)
 
     async def aclose(self) -> None:
-        client, self._http = self._http, None
-        if client is not None:
-            await client.aclose()
+        await self._pool.aclose()
 
     # --- off the hot path -------------------------------------------------------------------
 

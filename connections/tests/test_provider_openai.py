@@ -354,9 +354,19 @@ def test_one_adapter_serves_concurrent_streams_without_serialising(sim, adapter)
     assert run(many()) < 2.5  # serialised, 60 x 0.5 s would be 30 s
 
 
-def test_the_adapter_survives_being_used_from_another_event_loop(adapter):
-    run(adapter.chat("gpt-4o", chat_body()))
-    assert run(adapter.chat("gpt-4o", chat_body())).usage.prompt_tokens > 0
+def test_a_short_lived_event_loop_gets_its_own_client_and_leaves_the_main_ones_pool(adapter):
+    main_loop = asyncio.new_event_loop()
+    try:
+        main_loop.run_until_complete(adapter.chat("gpt-4o", chat_body()))
+        pooled = adapter._pool._clients[main_loop]
+        # e.g. async_to_sync in a sync view: another loop, another client.
+        assert run(adapter.chat("gpt-4o", chat_body())).usage.prompt_tokens > 0
+        main_loop.run_until_complete(adapter.chat("gpt-4o", chat_body()))
+        assert adapter._pool._clients[main_loop] is pooled
+        main_loop.run_until_complete(adapter.aclose())
+        assert pooled.is_closed
+    finally:
+        main_loop.close()
 
 
 def test_discovery_and_the_connection_test_go_through_the_sdk(sim, adapter):

@@ -40,6 +40,7 @@ from botocore.credentials import Credentials
 
 from ..base import Adapter, DiscoveredModel, ProviderError, Result, Stream, Usage
 from ..openai import (
+    PooledClients,
     error_for_status,
     estimate_prompt_tokens,
     malformed_error,
@@ -81,8 +82,7 @@ class BedrockAdapter(Adapter):
         self.region = config.region or "us-east-1"
         default = f"https://bedrock-runtime.{self.region}.amazonaws.com"
         self.endpoint = (config.base_url or default).rstrip("/")
-        self._http: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool = PooledClients(config)
         self._credentials: Credentials | None = None
 
     def credentials(self) -> Credentials:
@@ -107,24 +107,6 @@ class BedrockAdapter(Adapter):
             self._credentials = found
         return self._credentials.get_frozen_credentials()
 
-    def _http_client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop:
-            timeout = self.config.timeout_seconds
-            max_connections = int(self.config.options.get("max_connections", 1000))
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=min(max_connections, 256),
-                    keepalive_expiry=30,
-                ),
-                follow_redirects=False,
-                trust_env=False,
-            )
-            self._loop = loop
-        return self._http
-
     async def _send(self, model: str, operation: str, payload: dict, *, stream=False):
         url = f"{self.endpoint}/model/{quote(model, safe='')}/{operation}"
         body = orjson.dumps(payload)
@@ -136,7 +118,7 @@ class BedrockAdapter(Adapter):
             headers={"content-type": "application/json", "accept": accept},
         )
         SigV4Auth(self.credentials(), "bedrock", self.region).add_auth(signed)
-        client = self._http_client()
+        client = self._pool.get()
         request = client.build_request("POST", url, content=body, headers=dict(signed.headers))
         try:
             response = await client.send(request, stream=stream)
@@ -241,9 +223,7 @@ class BedrockAdapter(Adapter):
         return vectors, int(count) if count and count.isdigit() else None
 
     async def aclose(self) -> None:
-        client, self._http = self._http, None
-        if client is not None:
-            await client.aclose()
+        await self._pool.aclose()
 
     # --- off the hot path -------------------------------------------------------------------
 

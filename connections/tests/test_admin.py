@@ -303,3 +303,22 @@ def test_adding_an_llm_by_hand_takes_catalog_figures_unless_typed(admin_client, 
     assert (llm.input_price, llm.output_price) == (Decimal("0.10"), Decimal("0.50"))
     assert llm.context_window == 1047576 and not llm.approved
     assert [g.name for g in services.llm_groups(llm)] == ["Finance"]
+
+
+@pytest.mark.parametrize("page", ["llm", "connection", "department", "alias", "changeevent"])
+def test_changelists_run_a_fixed_number_of_queries_whatever_the_rows(
+    admin_client, cast, page, django_assert_max_num_queries
+):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    url = reverse(f"admin:connections_{page}_changelist")
+    with CaptureQueriesContext(db) as few:
+        assert admin_client.get(url).status_code == 200
+    for n in range(20):
+        llm = services.llm_create(actor=cast.admin, connection=cast.connection, name=f"extra-{n}")
+        services.llm_grant(llm=llm, group=cast.marketing.group, actor=cast.admin)
+        services.alias_create(actor=cast.admin, name=f"alias-{n}", targets=[llm, cast.gpt4o])
+        services.department_create(actor=cast.admin, name=f"Dept {n}", cost_center=f"D-{n}")
+    with django_assert_max_num_queries(len(few)):
+        assert admin_client.get(url).status_code == 200

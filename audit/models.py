@@ -181,6 +181,8 @@ class ChargebackReport(models.Model):
     generated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The task run that built it: a redelivered task finds its reports and builds no more.
+    generation_id = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
 
     objects = ChargebackReportQuerySet.as_manager()
 

@@ -198,13 +198,18 @@ def _labels(breakdown: str, keys: set) -> dict:
 
 @transaction.atomic
 def chargeback_build(
-    *, month: dt.date | str, actor=None, refresh_rollups: bool = True
+    *,
+    month: dt.date | str,
+    actor=None,
+    refresh_rollups: bool = True,
+    generation_id: str = "",
 ) -> ChargebackResult:
     """Build a new version of every department's report for `month` from its roll-ups.
 
     With `refresh_rollups` the month's days are recomputed first, in the same transaction, so
     the report reconciles with the call records as they are now. Each new report becomes the
-    current one; earlier versions are kept with their files.
+    current one; earlier versions are kept with their files. A `generation_id` (the task's id)
+    makes a repeat of the same request return the reports it already built.
     """
     from connections.models import Department
 
@@ -213,6 +218,10 @@ def chargeback_build(
     month = parse_month(month)
     days = month_days(month)
     _advisory_lock(_LOCK_CHARGEBACK_MONTH, month.year * 12 + month.month)
+    if generation_id:
+        done = list(ChargebackReport.objects.filter(month=month, generation_id=generation_id))
+        if done:
+            return _result(month, days, done)
     if refresh_rollups:
         for day in days:
             usage_rollup_day(day=day)
@@ -258,6 +267,7 @@ def chargeback_build(
             breakdowns=_jsonable(breakdowns.get(department.pk, {})),
             generated_at=now,
             generated_by=actor,
+            generation_id=generation_id,
         )
         report.csv_file = reports.render_csv(report)
         report.xlsx_file = reports.render_xlsx(report)
@@ -268,6 +278,18 @@ def chargeback_build(
     return ChargebackResult(
         month=month,
         reports=created,
+        unassigned_cost=unassigned["cost"],
+        unassigned_requests=unassigned["requests"],
+    )
+
+
+def _result(month: dt.date, days: list[dt.date], reports: list[ChargebackReport]):
+    rollups = UsageRollup.objects.filter(day__gte=days[0], day__lte=days[-1], department=None)
+    rows = list(_sums(rollups.order_by().values("department_id")))
+    unassigned = _totals(rows[0] if rows else {})
+    return ChargebackResult(
+        month=month,
+        reports=reports,
         unassigned_cost=unassigned["cost"],
         unassigned_requests=unassigned["requests"],
     )

@@ -56,15 +56,30 @@ def rollup_recent_usage() -> list[dict]:
     return rollup_usage_range.run((today - dt.timedelta(days=1)).isoformat(), today.isoformat())
 
 
-@shared_task(soft_time_limit=1800, time_limit=1860, **COMMON)
-def build_chargeback(month: str, actor_id: int | None = None) -> dict:
-    """Build a new current version of every department's report for `month` (YYYY-MM)."""
+@shared_task(bind=True, soft_time_limit=1800, time_limit=1860, **COMMON)
+def build_chargeback(self, month: str, actor_id: int | None = None) -> dict:
+    """Build a new current version of every department's report for `month` (YYYY-MM).
+
+    Keyed by the task id: a message redelivered after its reports were committed (the worker
+    died before acknowledging) finds them and builds no further version."""
+    return _build(month, actor_id, self.request.id or "")
+
+
+@shared_task(bind=True, soft_time_limit=1800, time_limit=1860, **COMMON)
+def build_last_month_chargeback(self) -> dict:
+    """On the 1st: the month before."""
+    this_month = timezone.now().astimezone(dt.UTC).date().replace(day=1)
+    last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
+    return _build(f"{last_month:%Y-%m}", None, self.request.id or "")
+
+
+def _build(month: str, actor_id: int | None, generation_id: str) -> dict:
     actor = None
     if actor_id is not None:
         from django.contrib.auth import get_user_model
 
         actor = get_user_model().objects.filter(pk=actor_id).first()
-    result = services.chargeback_build(month=month, actor=actor)
+    result = services.chargeback_build(month=month, actor=actor, generation_id=generation_id)
     if result.unassigned_cost:
         # Calls without a department should cost nothing: a non-zero figure is a bug to chase.
         logger.warning(
@@ -78,11 +93,3 @@ def build_chargeback(month: str, actor_id: int | None = None) -> dict:
         "reports": [report.pk for report in result.reports],
         "unassigned_cost": str(result.unassigned_cost),
     }
-
-
-@shared_task(soft_time_limit=1800, time_limit=1860, **COMMON)
-def build_last_month_chargeback() -> dict:
-    """On the 1st: the month before."""
-    this_month = timezone.now().astimezone(dt.UTC).date().replace(day=1)
-    last_month = (this_month - dt.timedelta(days=1)).replace(day=1)
-    return build_chargeback.run(f"{last_month:%Y-%m}")

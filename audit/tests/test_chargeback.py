@@ -156,3 +156,34 @@ def test_calls_with_no_department_that_cost_something_show_as_unassigned(cast):
     result = services.chargeback_build(month="2026-10")
     assert (result.unassigned_cost, result.unassigned_requests) == (Decimal("0.42"), 1)
     assert sum(r.total_cost for r in result.reports) == 0
+
+
+def test_a_redelivered_chargeback_task_builds_no_second_version(cast):
+    from audit import tasks
+
+    CallRecord.objects.bulk_create(generate_month(cast, count=200))
+
+    first = tasks.build_chargeback.apply(args=["2026-10"], task_id="task-1").get()
+    again = tasks.build_chargeback.apply(args=["2026-10"], task_id="task-1").get()
+    other = tasks.build_chargeback.apply(args=["2026-10"], task_id="task-2").get()
+
+    assert again["reports"] == first["reports"]
+    assert set(other["reports"]).isdisjoint(first["reports"])
+    versions = ChargebackReport.objects.filter(month=MONTH).values_list("version", flat=True)
+    assert sorted(versions) == [1, 1, 1, 2, 2, 2]
+
+
+def test_the_monthly_task_reports_the_month_before(cast, monkeypatch):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from audit import tasks
+
+    CallRecord.objects.bulk_create(generate_month(cast, count=50))
+    monkeypatch.setattr(timezone, "now", lambda: dt.datetime(2026, 11, 1, 1, 30, tzinfo=dt.UTC))
+
+    result = tasks.build_last_month_chargeback.apply().get()
+
+    assert result["month"] == "2026-10"
+    assert cents(sum(r.total_cost for r in ChargebackReport.objects.all())) == cents(month_cost())

@@ -80,8 +80,10 @@ class LiveSite:
     simulator: object
     database_url: str
 
-    def wait_for_record(self, request_id: str | None = None, *, timeout: float = 10, **filters):
-        """The CallRecord the server wrote, once completed (the audit writer batches)."""
+    def wait_for_record(
+        self, request_id: str | None = None, *, count: int = 1, timeout: float = 10, **filters
+    ):
+        """The CallRecords the server wrote, once `count` are completed (the writer batches)."""
         from audit.models import CallRecord
 
         query = CallRecord.objects.filter(**filters)
@@ -90,7 +92,7 @@ class LiveSite:
         deadline = time.monotonic() + timeout
         while True:
             records = list(query.exclude(outcome=CallRecord.Outcome.INTERRUPTED))
-            if records or time.monotonic() > deadline:
+            if len(records) >= count or time.monotonic() > deadline:
                 return records
             time.sleep(0.1)
 

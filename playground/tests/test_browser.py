@@ -117,7 +117,7 @@ def test_a_second_turn_carries_the_conversation(live_site, browser_page):
     send(page, "And a follow-up")
     expect(page.locator(".turn-assistant")).to_have_count(2)
     wait_until_done(page)
-    records = live_site.wait_for_record(purpose="playground")
+    records = live_site.wait_for_record(purpose="playground", count=2)
     second = max(records, key=lambda r: r.started_at)
     assert [m["role"] for m in second.request_body["messages"]] == ["user", "assistant", "user"]
     assert second.request_body["messages"][1]["content"] == first_answer
@@ -141,7 +141,7 @@ def test_compare_streams_two_models_side_by_side_each_with_its_figures(live_site
     panes = page.locator(".pane")
     assert panes.nth(0).get_attribute("data-model") == "sim/gpt-4o-mini"
     assert panes.nth(1).get_attribute("data-model") == "sim/gpt-4o"
-    records = live_site.wait_for_record(purpose="playground")
+    records = live_site.wait_for_record(purpose="playground", count=2)
     assert len(records) == 2
     by_model = {r.model_requested: r for r in records}
     for index, model in enumerate(["sim/gpt-4o-mini", "sim/gpt-4o"]):
@@ -176,6 +176,37 @@ def test_stop_cancels_the_answer_and_the_call_is_recorded_as_client_disconnected
     [record] = live_site.wait_for_record(purpose="playground")
     assert record.outcome == "client_disconnected"
     assert page.is_enabled("#send")
+    assert_clean(browser_page)
+
+
+def test_a_failed_call_is_explained_in_its_pane_and_a_stream_cut_by_an_error_keeps_its_text(
+    live_site, browser_page
+):
+    page = browser_page.page
+    live_site.simulator.script(
+        "gpt-4o-mini",
+        [
+            {"status": 503, "message": "Upstream is down for maintenance."},
+            {"error_after_chunks": 6, "chunk_interval_ms": 20},
+        ],
+    )
+    log_in(page, "alice", PASSWORD)
+    pick_model(page, "sim/gpt-4o-mini")
+    send(page, "First try")
+    wait_until_done(page)
+    assert page.locator(".turn-assistant.failed .note.error").count() == 1
+    assert page.text_content(".turn-assistant .text") == ""
+    assert page.is_enabled("#send")
+
+    send(page, "Second try")
+    expect(page.locator(".turn-assistant.failed")).to_have_count(2)
+    wait_until_done(page)
+    cut = page.locator(".turn-assistant").nth(1)
+    assert len(cut.locator(".text").text_content()) > 0  # what arrived before the error stays
+    assert cut.locator(".note.error").text_content()
+    records = live_site.wait_for_record(purpose="playground", count=2)
+    outcomes = sorted(r.outcome for r in records)
+    assert outcomes == ["upstream_error", "upstream_error"]
     assert_clean(browser_page)
 
 

@@ -141,7 +141,7 @@ def connection_update(
     if "kind" in changed:
         # Secrets of the old kind mean nothing to the new one: drop them rather than keep
         # credentials nobody can see or replace.
-        for stale in set(connection.get_secrets()) - set(connection.secret_field_names):
+        for stale in set(_readable_secrets(connection)) - set(connection.secret_field_names):
             connection.clear_secret(stale)
     replaced = _apply_secrets(connection, secrets or {}, clear_secrets)
     if not changed and not replaced:
@@ -164,17 +164,36 @@ def connection_update(
     return connection
 
 
+def _readable_secrets(connection: Connection) -> dict[str, str]:
+    """The stored secrets, or none when no configured key can read them.
+
+    Unreadable secrets (a key removed before rotation) are useless: dropping them lets
+    an administrator recover by typing the secrets again instead of meeting an error.
+    """
+    try:
+        return connection.get_secrets()
+    except crypto.SecretDecryptionError:
+        connection.secrets_ciphertext = ""
+        connection.secrets_set_at = {}
+        return {}
+
+
 def _apply_secrets(
     connection: Connection, secrets: dict[str, str | None], clear: Iterable[str]
 ) -> dict[str, list[str]]:
-    cleared = []
-    for name in clear:
+    values = {k: v for k, v in secrets.items() if v}
+    for name in [*values, *clear]:
         if name not in connection.secret_field_names:
             raise ValueError(f"{name!r} is not a secret field of a {connection.kind} connection")
-        if name in connection.secrets_set_at or name in connection.get_secrets():
+    if not values and not clear:
+        return {}
+    stored = _readable_secrets(connection)
+    cleared = []
+    for name in clear:
+        if name in connection.secrets_set_at or name in stored:
             connection.clear_secret(name)
             cleared.append(name)
-    replaced = connection.set_secrets({k: v for k, v in secrets.items() if k not in cleared})
+    replaced = connection.set_secrets({k: v for k, v in values.items() if k not in cleared})
     return {"replaced": replaced, "cleared": cleared} if replaced or cleared else {}
 
 
@@ -253,9 +272,18 @@ class TestResult:
     message: str
 
 
+UNREADABLE = (
+    "The stored secrets cannot be decrypted with the configured MESHGATE_ENCRYPTION_KEYS: "
+    "restore the key they were written with, or type the secrets again."
+)
+
+
 def connection_test(*, connection: Connection) -> TestResult:
     """A cheap real call to the provider. The message never holds a secret."""
-    config = ConnectionConfig.from_connection(connection)
+    try:
+        config = ConnectionConfig.from_connection(connection)
+    except crypto.SecretDecryptionError:
+        return TestResult(ok=False, message=UNREADABLE)
     try:
         message = build_adapter(config).test()
     except Exception as exc:
@@ -312,7 +340,10 @@ def models_discover(
     already known keep their (admin-edited) figures; only blanks are filled in.
     With `only_catalog`, models the catalog does not know are left out.
     """
-    config = ConnectionConfig.from_connection(connection)
+    try:
+        config = ConnectionConfig.from_connection(connection)
+    except crypto.SecretDecryptionError:
+        return DiscoveryResult(ok=False, message=UNREADABLE)
     try:
         found = build_adapter(config).list_models()
     except Exception as exc:

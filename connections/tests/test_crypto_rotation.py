@@ -80,3 +80,19 @@ def test_the_rotation_service_records_the_acting_user(cast):
     assert services.encryption_key_rotate(actor=cast.admin) == 1
     assert ChangeEvent.objects.get().actor == cast.admin
     assert cast.connection.get_secrets() == {"api_key": "sim-secret-key-not-real"}
+
+
+def test_a_connection_whose_key_was_lost_reports_it_and_can_be_given_new_secrets(
+    cast, settings, client
+):
+    settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = True
+    settings.MESHGATE_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    result = services.connection_test(connection=cast.connection)
+    assert not result.ok and "cannot be decrypted" in result.message
+    assert not services.models_discover(connection=cast.connection, actor=cast.admin).ok
+    # Settings still editable, then the secret typed again.
+    services.connection_update(connection=cast.connection, actor=cast.admin, timeout_seconds=3)
+    services.connection_set_secrets(
+        connection=cast.connection, actor=cast.admin, secrets={"api_key": "typed-again"}
+    )
+    assert stored(cast.connection).get_secrets() == {"api_key": "typed-again"}

@@ -161,3 +161,25 @@ def test_a_worker_killed_mid_chargeback_loses_nothing_after_redelivery(
     assert rollup_cost == expected
     assert "build_chargeback" in log.read_text()
     assert Decimal(expected) > 0
+
+
+def test_generate_now_in_the_admin_is_built_by_a_real_worker(cast, clean_broker, tmp_path, client):
+    CallRecord.objects.bulk_create(generate_month(cast, count=500))
+    log = tmp_path / "worker.log"
+    client.force_login(cast.admin)
+
+    response = client.post("/admin/audit/chargebackreport/generate/", {"month": "2026-10"})
+
+    assert response.status_code == 302
+    assert ChargebackReport.objects.count() == 0  # queued, not built in the request
+    assert clean_broker.llen("celery") == 1
+    worker = start_worker("cb-admin@%h", log)
+    try:
+        wait_for(
+            lambda: ChargebackReport.objects.count() == 3, timeout=60, what="the reports", log=log
+        )
+    finally:
+        kill_group(worker, signal.SIGTERM)
+    assert {r.generated_by for r in ChargebackReport.objects.all()} == {cast.admin}
+    page = client.get("/admin/audit/chargebackreport/").content.decode()
+    assert page.count("(current)") == 3

@@ -1,23 +1,39 @@
 """CSV export of call records, streamed: a million rows leave without being held in memory.
 
-Rows are read with `values_list(...).iterator(chunk_size=...)` (a server-side cursor on
-PostgreSQL) and written one chunk at a time. Under ASGI, Django drains a *sync* streaming
-iterator into a list before sending it, so there the same rows are handed out through an
-async iterator that pulls each chunk in Django's request thread.
+On PostgreSQL the database writes the CSV itself (`COPY (SELECT ...) TO STDOUT`), which
+streams row by row and is many times faster than building rows in Python. Elsewhere rows
+are read with `values_list(...).iterator(chunk_size=...)` and written a chunk at a time.
+Both give the same bytes. Under ASGI, Django drains a *sync* streaming iterator into a
+list before sending it, so there the same chunks are handed out through an async iterator
+that pulls each one in Django's request thread, on the request's database connection.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
+import datetime as dt
 import io
 from collections.abc import AsyncIterator, Iterable, Iterator
+from decimal import Decimal
 from itertools import islice
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connections, transaction
-from django.db.models import QuerySet
+from django.db import connections
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    DateTimeField,
+    F,
+    Func,
+    GenericIPAddressField,
+    QuerySet,
+    TextField,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Concat, NullIf
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
@@ -55,47 +71,101 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 # A cell starting with one of these is a formula to a spreadsheet; the text fields
 # (purpose, model name, error message) come from callers, so they are defused.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_REGEX = r"^[-=+@\t\r]"
+_TIMESTAMP_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.USTZH:TZM'  # = isoformat(timespec="microseconds")
 
 
 def _cell(value: object) -> object:
-    if value is None:
+    if value is None or value == "":
         return ""
     if isinstance(value, str):
         return "'" + value if value.startswith(_FORMULA_START) else value
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, Decimal):
+        return format(value, "f")
     return value
 
 
-def csv_lines(queryset: QuerySet, *, chunk_size: int = CHUNK_SIZE) -> Iterator[str]:
-    """The header, then one CSV line per record of `queryset`, read in chunks."""
+def _header() -> str:
+    return ",".join(header for header, _ in COLUMNS) + "\n"
+
+
+def _python_lines(queryset: QuerySet, chunk_size: int) -> Iterator[str]:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow([header for header, _ in COLUMNS])
-    yield flush()
+    writer = csv.writer(buffer, lineterminator="\n")
     rows = queryset.values_list(*(path for _, path in COLUMNS))
-    connection = connections[queryset.db]
-    # On PostgreSQL, a cursor outside a transaction is declared WITH HOLD, which makes the
-    # server compute the whole result before the first row. Inside one, rows flow at once.
-    # SQLite is left alone: its transactions here are IMMEDIATE and would block the writers.
-    scope = (
-        transaction.atomic(using=queryset.db)
-        if connection.vendor == "postgresql"
-        else contextlib.nullcontext()
-    )
-    with scope:
-        for index, row in enumerate(rows.iterator(chunk_size=chunk_size), start=1):
-            writer.writerow([_cell(value) for value in row])
-            if index % chunk_size == 0:
-                yield flush()
-    yield flush()
+    for index, row in enumerate(rows.iterator(chunk_size=chunk_size), start=1):
+        writer.writerow([_cell(value) for value in row])
+        if index % chunk_size == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _sql_columns(queryset: QuerySet) -> QuerySet:
+    """The export's columns computed by PostgreSQL, formatted exactly as `_cell` does."""
+    columns = {}
+    for index, (_header_name, path) in enumerate(COLUMNS):
+        field = _field(queryset.model, path)
+        if isinstance(field, DateTimeField):
+            value = Func(F(path), Value(_TIMESTAMP_FORMAT), function="to_char")
+        elif isinstance(field, GenericIPAddressField):
+            value = Func(F(path), function="host")  # inet::text would add "/32"
+        elif isinstance(field, BooleanField):
+            value = Case(When(**{path: True}, then=Value("true")), default=Value("false"))
+        elif isinstance(field, (CharField, TextField)):
+            value = NullIf(
+                Case(
+                    When(**{f"{path}__regex": _FORMULA_REGEX}, then=Concat(Value("'"), F(path))),
+                    default=F(path),
+                    output_field=TextField(),
+                ),
+                Value(""),
+            )
+        else:
+            value = F(path)
+        columns[f"c{index}"] = Cast(value, TextField())
+    return queryset.annotate(**columns).values_list(*columns)
+
+
+def _field(model, path: str):
+    for part in path.split("__")[:-1]:
+        model = model._meta.get_field(part).related_model
+    return model._meta.get_field(path.split("__")[-1])
+
+
+def _copy_lines(queryset: QuerySet, chunk_size: int) -> Iterator[str]:
+    """PostgreSQL writes the CSV itself (COPY ... TO STDOUT): tens of times faster than
+    building rows in Python, and streamed just the same."""
+    sql, params = _sql_columns(queryset).query.sql_with_params()
+    buffer = bytearray()
+    pieces = 0
+    statement = f"COPY ({sql}) TO STDOUT (FORMAT CSV)"
+    # Django's psycopg cursor binds client-side, so the parameters go into COPY's query.
+    with (
+        connections[queryset.db].cursor() as cursor,
+        cursor.cursor.copy(statement, params) as copy,
+    ):
+        for data in copy:  # libpq hands COPY data over a row at a time
+            buffer += data
+            pieces += 1
+            if pieces % chunk_size == 0:
+                yield buffer.decode()
+                buffer.clear()
+    yield buffer.decode()
+
+
+def csv_lines(queryset: QuerySet, *, chunk_size: int = CHUNK_SIZE) -> Iterator[str]:
+    """The header, then the CSV lines of every record of `queryset`, a chunk at a time."""
+    yield _header()
+    if connections[queryset.db].vendor == "postgresql":
+        yield from _copy_lines(queryset, chunk_size)
+    else:
+        yield from _python_lines(queryset, chunk_size)
 
 
 async def _async_lines(lines: Iterator[str], batch: int = 64) -> AsyncIterator[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from decimal import Decimal
 
@@ -129,3 +130,46 @@ def test_under_asgi_the_export_streams_through_an_async_iterator(cast):
     is_async, content = async_to_sync(download)()
     assert is_async
     assert len(list(csv.DictReader(io.StringIO(content.decode())))) == 5
+
+
+def test_the_csv_bytes_are_exactly_specified_on_every_database(cast):
+    # PostgreSQL writes this with COPY, SQLite through Python's csv module: same bytes.
+    moment = dt.datetime(2026, 3, 4, 5, 6, 7, 8, tzinfo=dt.UTC)
+    create(
+        record(
+            request_id="req-x",
+            started_at=moment,
+            user=cast.alice,
+            llm=cast.gpt4o,
+            purpose='=cmd|" /C calc"!A0',
+            streamed=True,
+            prompt_tokens=1,
+            completion_tokens=2,
+            cost=Decimal("0"),
+            latency_ms=5,
+            ttft_ms=None,
+            client_ip="10.1.2.3",
+            error_message='line1\nline2, "quoted"',
+        ),
+        record(
+            request_id="req-y",
+            started_at=moment + dt.timedelta(seconds=1),
+            model_requested="",
+            outcome=CallRecord.Outcome.UNAUTHORIZED,
+            status_code=401,
+            prompt_tokens=0,
+            completion_tokens=0,
+            cost=Decimal("0.0000198"),
+            latency_ms=None,
+        ),
+    )
+    text = "".join(csv_lines(CallRecord.objects.order_by("started_at")))
+    header = ",".join(name for name, _ in COLUMNS)
+    assert text == (
+        f"{header}\n"
+        "2026-03-04T05:06:07.000008+00:00,req-x,alice,Marketing,MKT-100,,"
+        '"\'=cmd|"" /C calc""!A0",chat.completions,true,sim/gpt-4o,,sim/gpt-4o,sim,ok,200,'
+        '1,2,0,false,0.0000000000,5,,10.1.2.3,"line1\nline2, ""quoted"""\n'
+        "2026-03-04T05:06:08.000008+00:00,req-y,,,,,,chat.completions,false,,,,,"
+        "unauthorized,401,0,0,0,false,0.0000198000,,,,\n"
+    )

@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 from audit.models import CallRecord
 
 from .conftest import log_in
+from .markup_upstream import MARKUP_ANSWER, MarkupUpstream
 
 PASSWORD = "correct horse battery staple"
 XSS = "<img src=x onerror=alert(1)>"
@@ -267,7 +268,7 @@ def test_charlie_sees_an_empty_picker_and_whom_to_ask(live_site, browser_page):
     assert_clean(browser_page)
 
 
-def test_markup_in_an_answer_is_shown_as_text_and_runs_nothing(live_site, browser_page):
+def test_markup_in_a_reopened_run_is_shown_as_text_and_runs_nothing(live_site, browser_page):
     page = browser_page.page
     cast = live_site.cast
     # A past run whose recorded answer and prompt carry markup, reopened from the list.
@@ -291,6 +292,35 @@ def test_markup_in_an_answer_is_shown_as_text_and_runs_nothing(live_site, browse
     assert page.text_content(".turn-user .text") == f"Say {XSS}"
     assert page.locator(".transcript img").count() == 0
     page.wait_for_timeout(300)  # an onerror handler would have fired by now
+    assert_clean(browser_page)
+
+
+def test_a_model_answering_with_markup_streams_in_as_text_and_runs_nothing(live_site, browser_page):
+    from guardian.shortcuts import assign_perm
+
+    from connections.models import LLM, Connection
+
+    cast = live_site.cast
+    with MarkupUpstream() as upstream:
+        connection = Connection(
+            name="Markup", slug="markup", kind=Connection.Kind.OPENAI_COMPATIBLE,
+            base_url=upstream.url, timeout_seconds=10, max_retries=0,
+        )  # fmt: skip
+        connection.set_secrets({"api_key": "markup-upstream-key"})
+        connection.save()
+        llm = LLM.objects.create(connection=connection, name="markup-model", approved=True)
+        assign_perm("connections.use_llm", cast.marketing.group, llm)
+
+        page = browser_page.page
+        log_in(page, "alice", PASSWORD)
+        pick_model(page, "markup/markup-model")
+        send(page, "Show me an image tag")
+        wait_until_done(page)
+        assert page.text_content(".turn-assistant .text") == MARKUP_ANSWER
+        page.wait_for_timeout(300)  # an onerror handler would have fired by now
+    assert page.locator(".transcript img, .transcript script").count() == 0
+    [record] = live_site.wait_for_record(purpose="playground")
+    assert record.outcome == "ok" and record.llm_id == llm.pk
     assert_clean(browser_page)
 
 

@@ -333,4 +333,8 @@ def test_the_page_fits_a_phone(live_site, browser_page):
     page.click("#add-pane")
     boxes = [page.locator(".pane").nth(i).bounding_box() for i in range(2)]
     assert boxes[1]["y"] > boxes[0]["y"]  # compared answers stack on a phone
+    # The conversation comes right after the model picker, before settings and past runs.
+    model_box = page.locator(".panel-model").bounding_box()
+    settings_box = page.locator(".panel-settings").bounding_box()
+    assert model_box["y"] < boxes[0]["y"] < settings_box["y"]
     assert_clean(browser_page)

@@ -208,15 +208,16 @@ def _planner_rows(queryset: QuerySet) -> int | None:
 
 
 class ProbedDatesQuerySet(CallRecordQuerySet):
-    """Answers the date hierarchy's `datetimes(field, kind)` by probing each candidate year,
-    month or day between the first and last record with an indexed EXISTS, instead of a
-    SELECT DISTINCT date_trunc(...) over every matching row (1.7 s for the years of a
-    million records; a few milliseconds this way)."""
+    """Answers the date hierarchy's `datetimes(field, "year" | "month")` by probing each
+    candidate period between the first and last record with an indexed EXISTS, instead of
+    a SELECT DISTINCT date_trunc(...) over every matching row (1.7 s for the years of a
+    million records; milliseconds this way). Days are only asked for within one month,
+    where Django's single DISTINCT query is cheaper than thirty probes."""
 
     max_probes = 62
 
     def datetimes(self, field_name, kind, order="ASC", tzinfo=None):
-        if kind not in {"year", "month", "day"} or tzinfo is not None:
+        if kind not in {"year", "month"} or tzinfo is not None:
             return super().datetimes(field_name, kind, order, tzinfo)
         bounds = self.order_by().aggregate(first=Min(field_name), last=Max(field_name))
         if bounds["first"] is None:

@@ -42,7 +42,6 @@ def probed(queryset) -> ProbedDatesQuerySet:
     [
         ("year", {}),
         ("month", {"started_at__year": 2025}),
-        ("day", {"started_at__year": 2025, "started_at__month": 3}),
         ("month", {"user__username": "alice"}),
     ],
 )

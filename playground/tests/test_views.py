@@ -112,6 +112,20 @@ def test_alice_picks_from_exactly_her_chat_models_and_aliases_with_prices(sim_ca
     assert alias["input_price"] == 2.5  # priced like the target that serves it first
 
 
+def test_the_picker_shows_the_speed_measured_from_real_calls(sim_cast):
+    from connections.models import LLM
+
+    LLM.objects.filter(pk=sim_cast.gpt4o.pk).update(
+        measured_tokens_per_second=87.4, measured_p50_ms=1850, measured_ttft_ms=420
+    )
+    html = logged_in(sim_cast.alice).get(PAGE).content.decode()
+    assert "87 tokens/s measured, p50 1.9 s" in html
+    assert "speed not measured yet" in html  # gpt-4o-mini has no calls yet
+    data = json.loads(re.search(r'id="playground-data"[^>]*>(.*?)</script>', html, re.S).group(1))
+    alias = next(m for m in data["models"] if m["id"] == "chat-default")
+    assert alias["tokens_per_second"] == 87.4  # the alias runs on gpt-4o first
+
+
 def test_bob_sees_only_what_finance_was_granted(sim_cast):
     html = logged_in(sim_cast.bob).get(PAGE).content.decode()
     picker = re.search(r'<select id="model".*?</select>', html, re.S).group(0)
@@ -125,6 +139,13 @@ def test_charlie_gets_an_empty_picker_and_is_told_whom_to_ask(sim_cast):
     assert "There is no model you may use yet." in html
     assert "Ask your Meshgate administrator for access" in html
     assert "You are not a member of any department yet." in html
+
+
+def test_someone_whose_departments_were_granted_nothing_is_told_which_they_are_in(sim_cast):
+    sim_cast.charlie.groups.add(sim_cast.research.group)
+    html = logged_in(sim_cast.charlie).get(PAGE).content.decode()
+    assert "There is no model you may use yet." in html
+    assert "Your departments: Research." in html
 
 
 def test_the_page_allows_only_its_own_scripts_and_styles(sim_cast):

@@ -1,0 +1,241 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, TGI, Ollama, ...): the reference adapter.
+
+Hot path: one pooled `httpx.AsyncClient` per adapter; the request body is sent
+on with `model` replaced by the provider's name and the upstream bytes come back
+as they are. Only usage (and, for streams, the assembled message) is read.
+Streams always ask the upstream for usage (`stream_options.include_usage`); the
+usage-only chunk is passed on only when the client asked for it.
+
+Where an upstream reports no usage, tokens are estimated at ~4 characters per
+token and `Usage.estimated` is set. tiktoken downloads its encoding files at run
+time, which a gateway may not be allowed to do; a tiktoken-compatible package
+with the files built in (bpe-openai) was measured here at ~100 MB per process
+and a 0.5-6 s first load: too much for an estimate on the hot path.
+
+Errors: every failure becomes a `ProviderError` whose text never holds the
+upstream body verbatim, a secret or the base URL (see `sanitize`). The adapter
+makes one attempt; the gateway's router retries and falls back using
+`retryable` and `retry_after`.
+
+Off the hot path, discovery and connection tests use the official `openai` SDK.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import httpx
+import openai
+import orjson
+
+from ..base import Adapter, ConnectionConfig, DiscoveredModel, ProviderError, Result, Stream, Usage
+from .errors import (
+    error_for_status,
+    malformed_error,
+    retry_after_seconds,
+    sanitize,
+    timeout_error,
+    transport_error,
+    upstream_error_fields,
+)
+from .pool import PooledClients
+from .sse import (
+    SSEStream,
+    completion_text,
+    estimate_prompt_tokens,
+    estimate_tokens,
+    usage_from,
+)
+
+__all__ = [
+    "OpenAIAdapter",
+    "OpenAICompatibleAdapter",
+    "PooledClients",
+    "SSEStream",
+    "error_for_status",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "malformed_error",
+    "model_kind",
+    "retry_after_seconds",
+    "sanitize",
+    "timeout_error",
+    "transport_error",
+    "upstream_error_fields",
+    "usage_from",
+]
+
+# Families an OpenAI account lists that do not serve chat or embeddings.
+_NOT_TEXT = (
+    "dall-e",
+    "whisper",
+    "tts",
+    "audio",
+    "realtime",
+    "transcribe",
+    "moderation",
+    "image",
+    "sora",
+    "davinci-002",
+    "babbage-002",
+)
+
+
+class OpenAIAdapter(Adapter):
+    kind = "openai"
+    default_base_url: ClassVar[str] = "https://api.openai.com/v1"
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        super().__init__(config)
+        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        self._pool = PooledClients(config)
+        self._headers = self._build_headers()
+
+    # --- wiring, overridden by Azure -------------------------------------------------------
+
+    def _build_headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "user-agent": "meshgate"}
+        key = self.config.secrets.get("api_key")
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        for option, header in (
+            ("organization", "openai-organization"),
+            ("project", "openai-project"),
+        ):
+            if self.config.options.get(option):
+                headers[header] = str(self.config.options[option])
+        return headers
+
+    def _url(self, model: str, operation: str) -> str:
+        return f"{self.base_url}/{operation}"
+
+    def _http_client(self) -> httpx.AsyncClient:
+        if not self.base_url:
+            raise ProviderError("This connection has no base URL.", status=500)
+        return self._pool.get()
+
+    async def _send(self, url: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+        client = self._http_client()
+        request = client.build_request(
+            "POST", url, content=orjson.dumps(payload), headers=self._headers
+        )
+        try:
+            response = await client.send(request, stream=stream)
+        except httpx.TransportError as exc:
+            raise transport_error(exc)
+        if response.status_code >= 300:
+            try:
+                body = await response.aread() if stream else response.content
+            except httpx.TransportError:
+                body = b""
+            finally:
+                await response.aclose()
+            raise error_for_status(response.status_code, response.headers, body, self.config)
+        return response
+
+    # --- hot path ---------------------------------------------------------------------------
+
+    async def chat(self, model: str, body: dict[str, Any]) -> Result:
+        payload = {**body, "model": model}
+        payload.pop("stream", None)
+        payload.pop("stream_options", None)
+        response = await self._send(self._url(model, "chat/completions"), payload, stream=False)
+        parsed = _json_dict(response.content)
+        usage = usage_from(parsed.get("usage")) or Usage(
+            prompt_tokens=estimate_prompt_tokens(body),
+            completion_tokens=estimate_tokens(completion_text(parsed)),
+            estimated=True,
+        )
+        return Result(body=response.content, usage=usage, parsed=parsed)
+
+    async def open_stream(self, model: str, body: dict[str, Any]) -> Stream:
+        options = body.get("stream_options")
+        options = dict(options) if isinstance(options, dict) else {}
+        client_wants_usage = bool(options.get("include_usage"))
+        payload = {**body, "model": model, "stream": True}
+        if self.config.options.get("stream_usage", True):
+            payload["stream_options"] = {**options, "include_usage": True}
+        response = await self._send(self._url(model, "chat/completions"), payload, stream=True)
+        return SSEStream(
+            response,
+            request_body=body,
+            forward_usage_chunk=client_wants_usage,
+            config=self.config,
+        )
+
+    async def embed(self, model: str, body: dict[str, Any]) -> Result:
+        payload = {**body, "model": model}
+        response = await self._send(self._url(model, "embeddings"), payload, stream=False)
+        parsed = _json_dict(response.content)
+        usage = usage_from(parsed.get("usage")) or Usage(
+            prompt_tokens=estimate_prompt_tokens(body), estimated=True
+        )
+        return Result(body=response.content, usage=usage, parsed=parsed)
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+    # --- off the hot path -------------------------------------------------------------------
+
+    def _sdk(self) -> openai.OpenAI:
+        return openai.OpenAI(
+            api_key=self.config.secrets.get("api_key") or "no-key",
+            base_url=self.base_url,
+            organization=self.config.options.get("organization"),
+            project=self.config.options.get("project"),
+            timeout=self.config.timeout_seconds,
+            max_retries=0,
+        )
+
+    def sdk_error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, openai.APITimeoutError):
+            return timeout_error()
+        if isinstance(exc, openai.APIConnectionError):
+            return transport_error(exc)
+        if isinstance(exc, openai.APIStatusError):
+            response = exc.response
+            return error_for_status(
+                response.status_code, response.headers, response.content, self.config
+            )
+        return ProviderError("The provider call failed.", status=502)
+
+    def list_models(self) -> list[DiscoveredModel]:
+        try:
+            names = sorted({model.id for model in self._sdk().models.list()})
+        except openai.OpenAIError as exc:
+            raise self.sdk_error(exc)
+        found = []
+        for name in names:
+            lowered = name.lower()
+            if any(family in lowered for family in _NOT_TEXT):
+                continue
+            found.append(DiscoveredModel(name=name, kind=model_kind(name)))
+        return found
+
+    def test(self) -> str:
+        try:
+            count = len(self._sdk().models.list().data)
+        except openai.OpenAIError as exc:
+            raise self.sdk_error(exc)
+        return f"Connected: the provider lists {count} models."
+
+
+class OpenAICompatibleAdapter(OpenAIAdapter):
+    """vLLM, TGI, Ollama and other OpenAI-compatible servers: a base URL, and a key if any."""
+
+    kind = "openai_compatible"
+    default_base_url = ""
+
+
+def model_kind(name: str) -> str:
+    return "embedding" if "embed" in name.lower() else "chat"
+
+
+def _json_dict(content: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        raise malformed_error()
+    if not isinstance(parsed, dict):
+        raise malformed_error()
+    return parsed

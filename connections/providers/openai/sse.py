@@ -1,0 +1,213 @@
+"""OpenAI server-sent events passed on frame by frame, and the usage read on the way."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from ..base import ConnectionConfig, ProviderError, Stream, Usage
+from .errors import malformed_error, sanitize, timeout_error, upstream_error_fields
+
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    parts = []
+    for message in body.get("messages") or []:
+        if isinstance(message, dict):
+            parts.append(_text_of(message.get("content")))
+            for call in message.get("tool_calls") or []:
+                parts.append(str(((call or {}).get("function") or {}).get("arguments", "")))
+    if body.get("tools"):
+        parts.append(orjson.dumps(body["tools"]).decode())
+    raw = body.get("input")
+    if isinstance(raw, str):
+        parts.append(raw)
+    elif isinstance(raw, list):
+        parts.extend(i if isinstance(i, str) else " " * CHARS_PER_TOKEN * len(i) for i in raw)
+    return sum(estimate_tokens(p) for p in parts)
+
+
+def usage_from(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    details = data.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=int(data.get("prompt_tokens") or 0),
+        completion_tokens=int(data.get("completion_tokens") or 0),
+        cached_tokens=int((details if isinstance(details, dict) else {}).get("cached_tokens") or 0),
+    )
+
+
+def completion_text(parsed: dict[str, Any]) -> str:
+    texts = []
+    for choice in parsed.get("choices") or []:
+        message = (choice or {}).get("message") or {}
+        texts.append(_text_of(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            function = (call or {}).get("function") or {}
+            texts.append(f"{function.get('name', '')}{function.get('arguments', '')}")
+    return "".join(texts)
+
+
+class SSEStream(Stream):
+    """An upstream OpenAI SSE stream, passed on frame by frame while usage and the message are read.
+
+    `first_byte_at` is a `time.monotonic()` reading.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        *,
+        request_body: dict[str, Any],
+        forward_usage_chunk: bool,
+        config: ConnectionConfig,
+    ) -> None:
+        self._response = response
+        self._request_body = request_body
+        self._forward_usage_chunk = forward_usage_chunk
+        self._config = config
+        self._closed = False
+        self._content: list[str] = []
+        self._calls: dict[int, dict[str, Any]] = {}
+        self.usage = Usage()
+        self.message: dict[str, Any] = {"role": "assistant", "content": None}
+        self.finish_reason: str | None = None
+        self.first_byte_at: float | None = None
+        self._upstream_usage: Usage | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        done = False
+        sent = 0
+        buffer = b""
+        try:
+            async for data in self._response.aiter_bytes():
+                if self.first_byte_at is None:
+                    self.first_byte_at = time.monotonic()
+                buffer += data
+                if b"\r" in buffer:
+                    buffer = buffer.replace(b"\r\n", b"\n")
+                while b"\n\n" in buffer:
+                    event, buffer = buffer.split(b"\n\n", 1)
+                    payload = _data_of(event)
+                    if payload is None:
+                        continue
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    if self._read(payload):
+                        sent += 1
+                        yield b"data: " + payload + b"\n\n"
+                if done:
+                    break
+        except ProviderError as exc:
+            exc.retryable = exc.retryable and sent == 0
+            raise
+        except httpx.TimeoutException:
+            raise timeout_error()
+        except httpx.TransportError:
+            raise ProviderError(
+                "The provider's stream broke off.",
+                status=502,
+                code="upstream_stream_broken",
+                retryable=sent == 0,
+            )
+        finally:
+            await self.aclose()
+        if not done and self.finish_reason is None:
+            raise ProviderError(
+                "The provider's stream ended early.",
+                status=502,
+                code="upstream_stream_broken",
+                retryable=sent == 0,
+            )
+        self._finish()
+
+    def _read(self, payload: bytes) -> bool:
+        """Take what is needed from one frame; True when it is to be passed on."""
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise malformed_error("stream")
+        if not isinstance(chunk, dict):
+            raise malformed_error("stream")
+        if isinstance(chunk.get("error"), dict):
+            message, code, _ = upstream_error_fields(payload)
+            detail = sanitize(message, self._config) if message else ""
+            raise ProviderError(
+                "The provider reported an error mid-stream" + (f": {detail}" if detail else "."),
+                status=502,
+                code=code or "upstream_error",
+            )
+        usage = usage_from(chunk.get("usage"))
+        if usage is not None:
+            self._upstream_usage = usage
+        choices = chunk.get("choices") or []
+        if not choices:
+            return usage is None or self._forward_usage_chunk
+        for choice in choices:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                self._content.append(delta["content"])
+            for call in delta.get("tool_calls") or []:
+                entry = self._calls.setdefault(
+                    call.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                entry["id"] = call.get("id") or entry["id"]
+                function = call.get("function") or {}
+                entry["function"]["name"] += function.get("name") or ""
+                entry["function"]["arguments"] += function.get("arguments") or ""
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return True
+
+    def _finish(self) -> None:
+        content = "".join(self._content)
+        self.message = {"role": "assistant", "content": content or None}
+        if self._calls:
+            self.message["tool_calls"] = [self._calls[i] for i in sorted(self._calls)]
+        if self._upstream_usage is not None:
+            self.usage = self._upstream_usage
+            return
+        calls = "".join(
+            c["function"]["name"] + c["function"]["arguments"] for c in self._calls.values()
+        )
+        self.usage = Usage(
+            prompt_tokens=estimate_prompt_tokens(self._request_body),
+            completion_tokens=estimate_tokens(content + calls),
+            estimated=True,
+        )
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._response.aclose()
+
+
+def _data_of(event: bytes) -> bytes | None:
+    """The data of one SSE event (lines joined), or None for comments and empty events."""
+    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not lines:
+        return None
+    return lines[0] if len(lines) == 1 else b"\n".join(lines)

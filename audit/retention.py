@@ -33,11 +33,19 @@ def call_bodies_purge(*, now: dt.datetime | None = None, batch_size: int = BATCH
         Q(request_body__isnull=False) | Q(response_body__isnull=False)
     )
     purged = 0
+    # Each batch starts where the last one ended (keyset), so a first run over a big
+    # backlog does not rescan the rows it has already emptied. Rows sharing the boundary
+    # time are still found: only their bodies, not their time, say whether they are done.
+    resume_at = None
     while True:
         with transaction.atomic():
-            batch = list(expired.order_by("started_at").values_list("pk", flat=True)[:batch_size])
+            pending = expired if resume_at is None else expired.filter(started_at__gte=resume_at)
+            batch = list(
+                pending.order_by("started_at").values_list("pk", "started_at")[:batch_size]
+            )
             if not batch:
                 return purged
-            purged += CallRecord.objects.filter(pk__in=batch).update(
+            purged += CallRecord.objects.filter(pk__in=[pk for pk, _ in batch]).update(
                 request_body=None, response_body=None
             )
+            resume_at = batch[-1][1]

@@ -400,7 +400,7 @@ def measure_exports(catalog: dict) -> dict:
     return results
 
 
-def measure_tasks(purge: bool) -> dict:
+def measure_tasks(purge: bool, retention_days: int) -> dict:
     from django.conf import settings
 
     from audit.models import CallRecord
@@ -417,11 +417,11 @@ def measure_tasks(purge: bool) -> dict:
         ).count(),
     }
     if purge:
-        settings.MESHGATE_AUDIT_RETENTION_DAYS = 90
+        settings.MESHGATE_AUDIT_RETENTION_DAYS = retention_days
         for run in ("first", "second"):
             started = time.perf_counter()
             purged = call_bodies_purge(now=END)
-            results[f"purge_expired_bodies, 90 days, {run} run"] = {
+            results[f"purge_expired_bodies, {retention_days} days, {run} run"] = {
                 "records": purged,
                 "seconds": round(time.perf_counter() - started, 2),
             }
@@ -449,6 +449,7 @@ def main() -> None:
     parser.add_argument("--refill", action="store_true", help="empty the table and fill again")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--purge", action="store_true", help="also time the retention purge")
+    parser.add_argument("--retention-days", type=int, default=90, help="for --purge")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--export-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -487,7 +488,7 @@ def main() -> None:
     print("exports (each in a fresh process):", flush=True)
     figures["exports"] = measure_exports(catalog)
     print("tasks:", flush=True)
-    figures["tasks"] = measure_tasks(args.purge)
+    figures["tasks"] = measure_tasks(args.purge, args.retention_days)
     figures["load_after"] = os.getloadavg()
     print(f"load average before {figures['load_before']}, after {figures['load_after']}")
     if args.json:

@@ -90,3 +90,11 @@ def test_the_beat_task_runs_the_purge(aged):
     )
     assert audit.tasks.purge_expired_bodies is purge_expired_bodies
     assert purge_expired_bodies.apply().get() == 7
+
+
+def test_records_sharing_a_start_time_across_batches_are_all_purged(cast, settings):
+    settings.MESHGATE_AUDIT_RETENTION_DAYS = 1
+    same = timezone.now() - dt.timedelta(days=3)
+    create(*(record(started_at=same) for _ in range(5)))
+    assert call_bodies_purge(batch_size=2) == 5
+    assert not CallRecord.objects.filter(request_body__isnull=False).exists()

@@ -59,7 +59,7 @@ class AuditUnavailable(Exception):
 
 @dataclass
 class _Op:
-    kind: str  # "insert", "update" or "touch"
+    kind: str  # "insert", "update", "touch" or "flush"
     fields: dict[str, Any]
     pk: int | None = None
     future: asyncio.Future | None = None
@@ -96,16 +96,19 @@ class AuditWriter:
         """Write a new record and return its id once committed; AuditUnavailable if it failed."""
         return await self._submit(_Op("insert", fields))
 
-    async def complete(self, pk: int, fields: dict[str, Any]) -> None:
-        """Complete an opened record with every field of COMPLETION_FIELDS.
+    def complete(self, pk: int, fields: dict[str, Any]) -> None:
+        """Queue the completion of an opened record (every field of COMPLETION_FIELDS).
 
-        A failure is logged, not raised: the call already happened and the record
-        stays "interrupted", which is what an auditor should then see.
+        Not awaited: the answer need not wait for a commit, since the record already
+        exists. A failure is logged; the record then stays "interrupted", which is
+        what an auditor should see. `stop()` (process shutdown) writes what is queued.
         """
-        try:
-            await self._submit(_Op("update", fields, pk=pk))
-        except AuditUnavailable:
-            logger.error("audit: could not complete record %s", pk)
+        self.start()
+        self._queue.put(_Op("update", fields, pk=pk))
+
+    async def flush(self) -> None:
+        """Wait until everything queued before this call is written."""
+        await self._submit(_Op("flush", {}))
 
     def touch_key(self, api_key_id: int, when: datetime) -> None:
         """Record an API key's last use, fire and forget (a queryset update, no signal)."""
@@ -159,7 +162,7 @@ class AuditWriter:
                 except Exception as exc:
                     self._reset_connection()
                     op.error = exc
-                    if op.kind != "touch":
+                    if op.kind in ("insert", "update"):
                         logger.error(
                             "audit: %s failed: %s", op.kind, type(exc).__name__, exc_info=False
                         )

@@ -272,7 +272,7 @@ async def handle(
             return await _open_stream(call, snap, targets, body)
         return await _complete(call, snap, targets, body)
     except asyncio.CancelledError:
-        await _finish(call, outcome="client_disconnected", status=499)
+        _finish(call, outcome="client_disconnected", status=499)
         raise
     except Exception as exc:
         return await _internal_error(call, exc)
@@ -305,9 +305,9 @@ def _supported_targets(
     return kept
 
 
-async def _finish(call: _Call, **closing: Any) -> None:
+def _finish(call: _Call, **closing: Any) -> None:
     if call.record_id is not None:
-        await writer.complete(call.record_id, _closing_fields(call, **closing))
+        writer.complete(call.record_id, _closing_fields(call, **closing))
 
 
 def _log_internal(request_id: str, exc: BaseException) -> None:
@@ -323,7 +323,7 @@ def _log_internal(request_id: str, exc: BaseException) -> None:
 async def _internal_error(call: _Call, exc: BaseException) -> Reply:
     _log_internal(call.request_id, exc)
     error = internal(call.request_id)
-    await _finish(call, outcome="internal_error", status=500, error_message=error.message)
+    _finish(call, outcome="internal_error", status=500, error_message=error.message)
     return error_reply(error, call.request_id)
 
 
@@ -338,14 +338,14 @@ async def _complete(
         target, result = await router.complete(snap, targets, call.endpoint, body, call.attempts)
     except ProviderError as exc:
         error = _upstream_failure(call, exc)
-        await _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
+        _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
         return error_reply(error, call.request_id)
     response_body = None
     if target.payload_policy != redaction.METADATA:
         response_body = result.parsed if result.parsed is not None else orjson.loads(result.body)
         if call.endpoint == "embeddings":
             response_body = _summarize_embeddings(response_body)
-    await _finish(
+    _finish(
         call,
         outcome="ok",
         status=200,
@@ -376,7 +376,7 @@ async def _open_stream(
         target, stream = await router.open_stream(snap, targets, body, call.attempts)
     except ProviderError as exc:
         error = _upstream_failure(call, exc)
-        await _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
+        _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
         return error_reply(error, call.request_id)
     headers = [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())]
     return Reply(200, headers, stream=_frames(call, target, stream))
@@ -418,7 +418,7 @@ async def _frames(call: _Call, target: catalog.Target, stream: Any) -> AsyncIter
         usage, answer = getattr(stream, "usage", None), getattr(stream, "message", None)
         if outcome != "ok" and sent and not (usage and usage.completion_tokens):
             usage, answer = partial_usage(sent, call.prompt_estimate, usage)
-        await _finish(
+        _finish(
             call,
             outcome=outcome,
             status=status,

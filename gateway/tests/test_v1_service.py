@@ -9,6 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import CallRecord
+from audit.writer import writer
 from conftest import build_cast
 from gateway import auth, catalog, clients, service
 
@@ -40,7 +41,7 @@ def principal_for(user, department, purpose="playground") -> service.Principal:
 
 
 def call(principal, body, request_id):
-    return async_to_sync(service.handle)(
+    reply = async_to_sync(service.handle)(
         "chat.completions",
         principal,
         body,
@@ -48,6 +49,9 @@ def call(principal, body, request_id):
         client_ip="10.0.0.1",
         user_agent="pytest",
     )
+    # Completions are queued, not awaited by the call: wait for them before reading records.
+    async_to_sync(writer.flush)()
+    return reply
 
 
 def test_a_steady_state_call_reads_nothing_from_the_database(sim_cast):
@@ -78,7 +82,9 @@ def test_a_playground_stream_yields_frames_then_done_and_completes_its_record(si
         reply = await service.handle(
             "chat.completions", alice, body, request_id="req_s", client_ip=None, user_agent=""
         )
-        return reply, [frame async for frame in reply.stream]
+        frames = [frame async for frame in reply.stream]
+        await writer.flush()
+        return reply, frames
 
     reply, frames = async_to_sync(run)()
     assert reply.status == 200 and reply.body is None
@@ -103,6 +109,7 @@ def test_closing_a_stream_early_records_a_client_disconnect(sim_cast, simulator)
         await iterator.__anext__()
         await iterator.__anext__()
         await reply.stream.aclose()
+        await writer.flush()
 
     async_to_sync(run)()
     record = CallRecord.objects.get(request_id="req_c")

@@ -249,3 +249,29 @@ def test_unknown_routes_and_methods_are_openai_shaped(gateway):
     assert missing.headers["x-request-id"]
     wrong = httpx.get(gateway.url + "/chat/completions")
     assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "kind-openai/gpt-4o-mini",
+        "kind-azure-openai/chat-deployment",
+        "kind-bedrock/anthropic.claude-3-haiku-20240307-v1:0",
+        "sim/gpt-4o-mini",
+    ],
+)
+def test_each_provider_kind_answers_through_meshgate_plain_and_streamed(gateway, model):
+    sdk = client(gateway)
+    messages = [{"role": "user", "content": "Describe the sea"}]
+    plain = sdk.chat.completions.create(model=model, messages=messages)
+    assert plain.choices[0].message.content and plain.usage.completion_tokens > 0
+    stream = sdk.chat.completions.create(
+        model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    text, usage = "", None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+        usage = chunk.usage or usage
+    assert text == plain.choices[0].message.content
+    assert usage.completion_tokens == plain.usage.completion_tokens

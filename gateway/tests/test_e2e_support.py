@@ -93,6 +93,27 @@ misconfigured = Connection(name="Misconfigured", slug="misconfigured", kind="ope
 misconfigured.save()
 llm(misconfigured, "gpt-4o-mini")
 
+# One connection of each provider kind, all served by the simulator's wire formats.
+root = sim[: -len("/v1")]
+kinds = {
+    "openai": dict(base_url=sim, secrets={"api_key": "sim-secret-key-not-real"}),
+    "azure_openai": dict(base_url=root, api_version="2024-10-21",
+                         secrets={"api_key": "sim-secret-key-not-real"}),
+    "bedrock": dict(base_url=root, region="us-east-1",
+                    secrets={"aws_access_key_id": "AKIASIMULATOR0000001",
+                             "aws_secret_access_key": "sim-aws-secret-not-real"}),
+}
+models = {"openai": ["gpt-4o-mini"], "azure_openai": ["chat-deployment"],
+          "bedrock": ["anthropic.claude-3-haiku-20240307-v1:0"]}
+for kind, fields in kinds.items():
+    secrets = fields.pop("secrets")
+    conn = Connection(name=f"Kind {kind}", slug=f"kind-{kind.replace('_', '-')}", kind=kind,
+                      is_simulator=True, timeout_seconds=10, max_retries=0, **fields)
+    conn.set_secrets(secrets)
+    conn.save()
+    for name in models[kind]:
+        llm(conn, name)
+
 keys = {}
 _, keys["alice"] = apikey_create(owner=cast.alice, department=cast.marketing, purpose="e2e tests")
 _, keys["alice2"] = apikey_create(owner=cast.alice, department=cast.marketing, purpose="revoke me")

@@ -165,6 +165,9 @@ def fill(count: int, catalog: dict) -> float:
     outcome_weights = [w for *_rest, w in OUTCOMES]
     span = (END - START).total_seconds()
     llms = catalog["llms"]
+    # Rows arrive in time order, as the gateway writes them: a month's records sit together
+    # on disk. (Random order makes every range read touch most of the table's pages.)
+    moments = sorted(START + dt.timedelta(seconds=rng.random() * span) for _ in range(count))
     started = time.perf_counter()
     with connection.cursor() as cursor:
         copy_sql = f"COPY {CallRecord._meta.db_table} ({columns}) FROM STDIN"
@@ -175,7 +178,7 @@ def fill(count: int, catalog: dict) -> float:
                 key = rng.choice(catalog["keys"][department.pk])
                 llm = rng.choice(llms)
                 outcome, status, _w = rng.choices(OUTCOMES, outcome_weights)[0]
-                at = START + dt.timedelta(seconds=rng.random() * span)
+                at = moments[i]
                 latency = int(rng.lognormvariate(6.8, 0.6))
                 streamed = rng.random() < 0.6
                 ttft = int(latency * rng.uniform(0.1, 0.4)) if streamed else None
@@ -350,7 +353,7 @@ def measure_export_in_child(params: dict, user: str) -> dict:
     size = lines = 0
     with open(os.devnull, "wb") as sink:
         for chunk in response.streaming_content:
-            if first_byte is None:
+            if first_byte is None and chunk.count(b"\n") > 1:  # the first rows, not the header
                 first_byte = time.perf_counter() - started
             size += len(chunk)
             lines += chunk.count(b"\n")
@@ -363,7 +366,7 @@ def measure_export_in_child(params: dict, user: str) -> dict:
         "mb": round(size / 1e6, 1),
         "seconds": round(elapsed, 2),
         "rows_per_second": round((lines - 1) / elapsed),
-        "first_byte_ms": round((first_byte or 0) * 1000),
+        "first_rows_ms": round((first_byte or 0) * 1000),
         "rss_before_mb": round(baseline_kb / 1024, 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
     }

@@ -187,3 +187,20 @@ def test_the_monthly_task_reports_the_month_before(cast, monkeypatch):
 
     assert result["month"] == "2026-10"
     assert cents(sum(r.total_cost for r in ChargebackReport.objects.all())) == cents(month_cost())
+
+
+def test_the_management_commands_roll_up_and_build_on_demand(cast):
+    from django.core.management import call_command
+
+    CallRecord.objects.bulk_create(generate_month(cast, count=100))
+    out = io.StringIO()
+
+    call_command("rollup_usage", "2026-10-01", "2026-10-31", stdout=out)
+    call_command("build_chargeback", "2026-10", stdout=out)
+
+    assert "Rolled up 31 day(s)" in out.getvalue()
+    assert "Finance (FIN-200) v1" in out.getvalue()
+    rollup_total = UsageRollup.objects.aggregate(c=Sum("cost"))["c"]
+    assert cents(rollup_total) == cents(month_cost())
+    with pytest.raises(Exception, match="Not a month"):
+        call_command("build_chargeback", "October")

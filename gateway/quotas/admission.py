@@ -39,7 +39,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from . import config, ledger, scripts
 from .config import CallScope, NeedsLoad, QuotaConfig, RateLimitConfig
 from .ledger import Held, QuotaExceeded
-from .periods import EPOCH, Window, alert_period_start, epoch_ms, from_nanos, to_nanos, window
+from .periods import (
+    EPOCH,
+    Window,
+    alert_period_start,
+    epoch_ms,
+    from_nanos,
+    redis_prefix,
+    to_nanos,
+    window,
+)
 from .ratelimit import RateLimited, memory_limiter, redis_keys, retry_seconds
 
 logger = logging.getLogger(__name__)
@@ -132,7 +141,7 @@ def _redis_failed(exc: Exception) -> None:
 
 
 def counter_base(quota: QuotaConfig, span: Window) -> str:
-    return f"meshgate:quota:{quota.id}:{quota.signature}:{span.key}"
+    return f"{redis_prefix()}:quota:{quota.id}:{quota.signature}:{span.key}"
 
 
 def _expire_at(quota: QuotaConfig, span: Window) -> int:

@@ -26,6 +26,14 @@ ROLLING_BUCKET = timedelta(minutes=1)  # database path only
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def redis_prefix() -> str:
+    """Quota and rate-limit keys share the cache's prefix: deployments sharing a Redis
+    (or a benchmark next to tests) keep apart."""
+    from django.conf import settings
+
+    return settings.CACHES.get("default", {}).get("KEY_PREFIX") or "meshgate"
+
+
 def to_nanos(amount: Decimal, *, round_up: bool = False) -> int:
     """USD to integer nano-dollars; reservations round up so they never fall short."""
     rounding = ROUND_CEILING if round_up else ROUND_HALF_UP

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from .config import RateLimitConfig
+from .periods import redis_prefix
 
 WINDOW_MS = 60_000
 
@@ -27,7 +28,7 @@ class RateLimited(Exception):
 
 
 def redis_keys(limit: RateLimitConfig, subject: int) -> tuple[str, str]:
-    base = f"meshgate:rl:{limit.id}:{subject}"
+    base = f"{redis_prefix()}:rl:{limit.id}:{subject}"
     return f"{base}:z", f"{base}:t"
 
 

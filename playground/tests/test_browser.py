@@ -4,6 +4,7 @@ against Meshgate served by uvicorn (ASGI) and the provider simulator.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -251,6 +252,19 @@ def test_copy_as_code_gives_a_python_snippet_that_works_with_a_real_key(
         {"role": "user", "content": "Which department pays?"},
     ]
     assert record.request_body["max_tokens"] == 30
+
+    # The curl command too, key from the environment as it suggests.
+    result = subprocess.run(
+        ["bash", "-c", curl.replace("curl ", "curl -sS --fail-with-body ", 1)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "MESHGATE_API_KEY": raw_key},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["choices"][0]["message"]["content"]
+    records = live_site.wait_for_record(purpose="snippet test", count=2)
+    assert records[0].request_body["messages"] == records[1].request_body["messages"]
     assert_clean(browser_page)
 
 

@@ -126,7 +126,7 @@ def test_a_second_turn_carries_the_conversation(live_site, browser_page):
     assert_clean(browser_page)
 
 
-def test_compare_streams_two_models_side_by_side_each_with_its_figures(live_site, browser_page):
+def test_compare_streams_models_side_by_side_each_with_its_figures(live_site, browser_page):
     page = browser_page.page
     live_site.simulator.script("gpt-4o", [{"chunk_interval_ms": 30}])
     live_site.simulator.script("gpt-4o-mini", [{"chunk_interval_ms": 10}])
@@ -160,6 +160,23 @@ def test_compare_streams_two_models_side_by_side_each_with_its_figures(live_site
     assert by_model["sim/gpt-4o"].cost > by_model["sim/gpt-4o-mini"].cost
     if os.environ.get("PLAYGROUND_SCREENSHOT"):
         page.screenshot(path=os.environ["PLAYGROUND_SCREENSHOT"], full_page=True)
+
+    # A third model joins mid-conversation with the first pane's turns, then all three answer.
+    page.click("#add-pane")
+    assert page.is_disabled("#add-pane")  # three at most
+    panes.nth(2).locator("select.pane-select").select_option("chat-default")
+    assert panes.nth(2).locator(".turn").count() == 2
+    send(page, "Now in one sentence.")
+    wait_until_done(page, panes=3)
+    records = live_site.wait_for_record(purpose="playground", count=5)
+    alias_record = next(r for r in records if r.alias_name == "chat-default")
+    assert alias_record.llm == live_site.cast.gpt4o
+    first_answer = by_model["sim/gpt-4o-mini"].response_body["content"]
+    assert alias_record.request_body["messages"] == [
+        {"role": "user", "content": "Summarise our chargeback policy."},
+        {"role": "assistant", "content": first_answer},
+        {"role": "user", "content": "Now in one sentence."},
+    ]
     assert_clean(browser_page)
 
 

@@ -12,8 +12,10 @@ turns (text parts; images as inline `data:` URLs) -> `messages`, consecutive
 turns of one role merged as Converse requires; assistant tool calls ->
 `toolUse`; tool messages -> `toolResult`; `tools`/`tool_choice` -> `toolConfig`
 (`tool_choice: "none"` drops the tools unless the conversation already used
-them, since Converse has no "none"); `max_tokens`/`max_completion_tokens`,
-`temperature`, `top_p`, `stop` -> `inferenceConfig`. Back: text and `toolUse`
+them, since Converse has no "none"; a conversation with tool calls but no
+`tools` declares the tools it used, since Converse refuses tool blocks without);
+`max_tokens`/`max_completion_tokens`, `temperature`, `top_p`, `stop` ->
+`inferenceConfig`. Back: text and `toolUse`
 blocks -> message content and `tool_calls`; stop reasons -> finish reasons;
 usage -> prompt tokens = input + cache read + cache write, cached = cache read.
 

@@ -116,6 +116,23 @@ def converse_request(body: dict[str, Any]) -> dict[str, Any]:
     if config:
         request["inferenceConfig"] = config
     tool_config = _tool_config(body, used_tools)
+    if tool_config is None and used_tools:
+        # Converse refuses toolUse/toolResult blocks without a toolConfig, while OpenAI
+        # clients often drop `tools` once the calls are made: declare the tools the
+        # conversation used, with an open schema, so the follow-up turn still works.
+        names = sorted(
+            {
+                block["toolUse"]["name"]
+                for message in messages
+                for block in message["content"]
+                if "toolUse" in block and block["toolUse"]["name"]
+            }
+        )
+        specs = [
+            {"toolSpec": {"name": n, "inputSchema": {"json": {"type": "object"}}}} for n in names
+        ]
+        if specs:
+            tool_config = {"tools": specs}
     if tool_config:
         request["toolConfig"] = tool_config
     return request

@@ -171,6 +171,8 @@ def test_compare_streams_models_side_by_side_each_with_its_figures(live_site, br
     records = live_site.wait_for_record(purpose="playground", count=5)
     alias_record = next(r for r in records if r.alias_name == "chat-default")
     assert alias_record.llm == live_site.cast.gpt4o
+    expect(panes.nth(2).locator(".served-by")).to_have_text("Served by sim/gpt-4o")
+    assert panes.nth(0).locator(".served-by").count() == 0
     first_answer = by_model["sim/gpt-4o-mini"].response_body["content"]
     assert alias_record.request_body["messages"] == [
         {"role": "user", "content": "Summarise our chargeback policy."},

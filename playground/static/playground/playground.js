@@ -269,6 +269,8 @@
         pane.figures.cost.textContent = formatCost(run.cost);
         pane.figures.tokens.textContent = run.prompt_tokens + " in / " + run.completion_tokens + " out";
         pane.root.dataset.outcome = run.outcome;
+        // An alias (or a fallback) says which model actually answered.
+        if (run.served_by && run.served_by !== pane.model) turn.append(make("div", "note served-by", "Served by " + run.served_by));
       }
     }
     pane.root.dataset.done = "true";

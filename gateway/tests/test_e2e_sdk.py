@@ -275,3 +275,15 @@ def test_each_provider_kind_answers_through_meshgate_plain_and_streamed(gateway,
         usage = chunk.usage or usage
     assert text == plain.choices[0].message.content
     assert usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_a_field_the_provider_cannot_honour_is_a_clear_400_before_upstream(gateway, simulator):
+    simulator.reset()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway).chat.completions.create(
+            model="kind-bedrock/anthropic.claude-3-haiku-20240307-v1:0",
+            messages=[{"role": "user", "content": "x"}],
+            seed=7,
+        )
+    assert refused.value.code == "unsupported_field" and refused.value.param == "seed"
+    assert simulator.requests() == []

@@ -169,6 +169,45 @@ def test_a_worker_killed_mid_chargeback_loses_nothing_after_redelivery(
     assert Decimal(expected) > 0
 
 
+def test_a_pool_process_killed_mid_chargeback_is_requeued_by_its_worker(
+    cast, clean_broker, tmp_path
+):
+    """reject_on_worker_lost: the worker's main process sees its child die and puts the
+    message back at once, without waiting for the visibility timeout."""
+    CallRecord.objects.bulk_create(generate_month(cast, count=3000))
+    expected = CallRecord.objects.filter(
+        started_at__gte=FIRST_INSTANT, started_at__lt=NEXT_MONTH_FIRST
+    ).aggregate(cost=Sum("cost"))["cost"]
+    log = tmp_path / "worker.log"
+    holder = lock_holder()
+    worker = start_worker("cb-pool@%h", log)
+    try:
+        tasks.build_chargeback.delay("2026-10")
+        wait_for(lambda: someone_waits_for_the_lock(holder), timeout=60, what="the task", log=log)
+        children = subprocess.run(
+            ["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=True
+        ).stdout.split()
+        assert len(children) == 1, children  # --concurrency 1: the process running the task
+
+        os.kill(int(children[0]), signal.SIGKILL)
+        wait_for(lambda: "SIGKILL" in log.read_text(), timeout=30, what="the loss", log=log)
+        holder.rollback()
+        wait_for(
+            lambda: ChargebackReport.objects.count() == 3,
+            timeout=60,
+            what="the requeued task",
+            log=log,
+        )
+    finally:
+        holder.close()
+        kill_group(worker, signal.SIGTERM)
+
+    reports = ChargebackReport.objects.all()
+    assert sorted(r.version for r in reports) == [1, 1, 1], log.read_text()[-4000:]
+    assert cents(sum(r.total_cost for r in reports)) == cents(expected)
+    assert worker.returncode is not None
+
+
 def test_generate_now_in_the_admin_is_built_by_a_real_worker(cast, clean_broker, tmp_path, client):
     CallRecord.objects.bulk_create(generate_month(cast, count=500))
     log = tmp_path / "worker.log"

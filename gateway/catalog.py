@@ -78,10 +78,14 @@ _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
 def _load_snapshot() -> Snapshot:
     from connections.models import LLM, AliasTarget, Connection, LLMGroupObjectPermission
 
-    connections = {
-        conn.pk: ConnectionConfig.from_connection(conn)
-        for conn in Connection.objects.filter(enabled=True)
-    }
+    connections: dict[int, ConnectionConfig] = {}
+    for conn in Connection.objects.filter(enabled=True):
+        try:
+            connections[conn.pk] = ConnectionConfig.from_connection(conn)
+        except Exception as exc:
+            # One unreadable connection (say, secrets under a retired key) must not take the
+            # whole catalog down: its models answer 503 until an administrator fixes it.
+            logger.error("connection %s cannot be used: %s", conn.slug, type(exc).__name__)
     for kind in {config.kind for config in connections.values()}:
         preload_adapter(kind)
     policies = dict(Connection.objects.filter(enabled=True).values_list("pk", "payload_policy"))

@@ -88,7 +88,9 @@ async def _attempt(
             attempts.add(target, 200, started)
             return target, result
     if last_error is None:
-        last_error = ProviderError("No provider could take the call.", status=503)
+        last_error = ProviderError(
+            "No provider could take the call.", status=503, code="no_usable_connection"
+        )
     raise last_error
 
 

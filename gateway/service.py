@@ -235,27 +235,28 @@ async def handle(
             )
         alias_name, targets = catalog.resolve(snap, user, body["model"], endpoint)
         targets = _supported_targets(snap, targets, body)
+        policy = redaction.strictest([t.payload_policy for t in targets])
+        call = _Call(request_id, endpoint, started, _now(), attempts=router.Attempts())
+        call.secrets = tuple(
+            secret
+            for target in targets
+            if target.connection_id in snap.connections
+            for secret in snap.connections[target.connection_id].secret_values()
+        )
+        opening = _opening_fields(
+            call,
+            principal,
+            body,
+            client_ip=client_ip,
+            user_agent=user_agent,
+            policy=policy,
+            alias_name=alias_name,
+        )
     except GatewayError as error:
         return await record_refusal(error, **refuse)
     except Exception as exc:
         _log_internal(request_id, exc)
         return await record_refusal(internal(request_id), **refuse)
-    policy = redaction.strictest([t.payload_policy for t in targets])
-    call = _Call(request_id, endpoint, started, _now(), attempts=router.Attempts())
-    call.secrets = tuple(
-        secret
-        for target in targets
-        for secret in snap.connections[target.connection_id].secret_values()
-    )
-    opening = _opening_fields(
-        call,
-        principal,
-        body,
-        client_ip=client_ip,
-        user_agent=user_agent,
-        policy=policy,
-        alias_name=alias_name,
-    )
     try:
         call.record_id = await writer.insert(opening)
     except AuditUnavailable:
@@ -265,10 +266,9 @@ async def handle(
         )
         return error_reply(error, request_id)
     streamed = endpoint == "chat.completions" and body.get("stream") is True
-    if streamed:
-        call.prompt_estimate = _estimate_prompt(body)
     try:
         if streamed:
+            call.prompt_estimate = _estimate_prompt(body)
             return await _open_stream(call, snap, targets, body)
         return await _complete(call, snap, targets, body)
     except asyncio.CancelledError:
@@ -288,7 +288,8 @@ def _supported_targets(
     refused_field = None
     for target in targets:
         config = snap.connections.get(target.connection_id)
-        if config is None:
+        if config is None:  # unusable connection: the router skips it and answers 503
+            kept.append(target)
             continue
         field = unsupported_field(body, adapter_class(config.kind).unsupported_fields)
         if field is None:

@@ -153,3 +153,23 @@ def test_a_withdrawn_approval_is_seen_after_the_version_moves(sim_cast, settings
     sim_cast.gpt4o.approved = False
     sim_cast.gpt4o.save()
     assert call(alice, body, "req_b").status == 404
+
+
+def test_a_connection_with_unreadable_secrets_fails_alone(sim_cast):
+    from connections.models import Connection
+
+    # Secrets encrypted under a key this process does not hold.
+    Connection.objects.filter(pk=sim_cast.connection.pk).update(
+        secrets_ciphertext="gAAAAAnot-a-token"
+    )
+    other = Connection(name="Other", slug="other", kind="openai_compatible", base_url="http://x/v1")
+    other.save()
+    catalog.clear()
+    alice = principal_for(sim_cast.alice, sim_cast.marketing)
+    reply = call(
+        alice, {"model": "sim/gpt-4o", "messages": [{"role": "user", "content": "x"}]}, "u1"
+    )
+    assert reply.status == 503
+    assert CallRecord.objects.get(request_id="u1").outcome == "upstream_error"
+    models = async_to_sync(service.list_models)(alice)
+    assert "sim/gpt-4o" in [model["id"] for model in models]

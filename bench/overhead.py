@@ -8,9 +8,12 @@ httptools' parser: light enough not to be the bottleneck) sends a fixed number
 of plain and streamed chat requests at concurrencies 1, 16 and 64, straight to
 the simulator and through Meshgate, and prints requests/s, p50 and p99 latency
 and the added latency. Then it counts the audit records against the requests
-sent: every call through Meshgate must have its completed record.
+sent: every call through Meshgate must have its completed record. A `-quotas`
+variant (`postgres-quotas`, `sqlite-quotas`) adds three quotas every call matches
+(department, user, API key) and a rate limit per key, department and LLM, all
+too large to refuse anything: what admission costs.
 
-    .venv/bin/python bench/overhead.py [--requests 2000] [--variants sqlite,postgres]
+    .venv/bin/python bench/overhead.py [--requests 2000] [--variants sqlite,postgres-quotas]
 """
 
 from __future__ import annotations
@@ -50,6 +53,28 @@ from gateway.services import apikey_create
 cast = build_cast(base_url=os.environ["BENCH_SIM_BASE"])
 _, key = apikey_create(owner=cast.alice, department=cast.marketing, purpose="bench")
 print(key)
+"""
+
+# Three quotas every bench call matches, and a rate limit at each level; none refuses.
+QUOTAS = r"""
+import django
+django.setup()
+from decimal import Decimal
+from django.contrib.auth.models import User
+from connections.models import LLM, Department
+from gateway.models import ApiKey
+from gateway.quotas.services import quota_create, ratelimit_create
+big = Decimal("1000000")
+department = Department.objects.get(cost_center="MKT-100")
+quota_create(name="Bench department", amount=big, department=department)
+quota_create(name="Bench user", amount=big, period="day", user=User.objects.get(username="alice"))
+quota_create(name="Bench key", amount=big, period="rolling", rolling_days=7,
+             api_key=ApiKey.objects.get(purpose="bench"))
+limits = {"requests_per_minute": 10**8, "tokens_per_minute": 10**9}
+ratelimit_create(name="Bench key", scope="api_key", **limits)
+ratelimit_create(name="Bench department", scope="department", **limits)
+mini = LLM.objects.get(mesh_id="sim/gpt-4o-mini")
+ratelimit_create(name="Bench LLM", scope="llm", llm=mini, **limits)
 """
 
 COUNT = r"""
@@ -226,10 +251,10 @@ def variant_env(variant: str, workdir: Path, sim_port: int) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
     }
     env.pop("REDIS_URL", None)
-    if variant == "postgres":
+    if variant.startswith("postgres"):
         env["DATABASE_URL"] = PG_URL
         env["REDIS_URL"] = REDIS_URL
-        env["MESHGATE_CACHE_PREFIX"] = f"bench-{os.getpid()}"
+        env["MESHGATE_CACHE_PREFIX"] = f"bench-{os.getpid()}-{variant}"
     else:
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
     return env
@@ -274,7 +299,7 @@ def django_run(code: str, env: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
-    parser.add_argument("--variants", default="sqlite,postgres")
+    parser.add_argument("--variants", default="sqlite,postgres,postgres-quotas")
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
 
@@ -291,10 +316,12 @@ def main() -> None:
                 )
         for variant in variants:
             with tempfile.TemporaryDirectory() as tmp:
-                if variant == "postgres":
+                if variant.startswith("postgres"):
                     prepare_postgres()
                 env = variant_env(variant, Path(tmp), sim_port)
                 key = django_run(SEED, env).splitlines()[-1]
+                if variant.endswith("-quotas"):
+                    django_run(QUOTAS, env)
                 gateway, port = start_meshgate(env)
                 sent = 0
                 try:
@@ -330,14 +357,14 @@ def main() -> None:
 
 def print_table(rows: list[tuple]) -> None:
     header = (
-        f"{'variant':9} {'mode':6} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | "
+        f"{'variant':15} {'mode':6} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | "
         f"{'meshgate rps':>12} {'p50':>7} {'p99':>7} | {'added p50':>9} {'fail':>4}"
     )
     print(header)
     print("-" * len(header))
     for variant, stream, concurrency, direct, via in rows:
         print(
-            f"{variant:9} {'stream' if stream else 'plain':6} {concurrency:>4} | "
+            f"{variant:15} {'stream' if stream else 'plain':6} {concurrency:>4} | "
             f"{direct['rps']:>10.0f} {direct['p50']:>6.1f}ms {direct['p99']:>5.1f}ms | "
             f"{via['rps']:>12.0f} {via['p50']:>6.1f}ms {via['p99']:>5.1f}ms | "
             f"{via['p50'] - direct['p50']:>7.1f}ms {direct['failures'] + via['failures']:>4}"

@@ -79,6 +79,8 @@ class GatewayError(Exception):
         self.error_type = error_type or _TYPES.get(status, "api_error")
         self.outcome = outcome or outcome_for(status)
         self.retry_after = retry_after
+        # Headers the answer carries besides the body (rate-limit state from admission).
+        self.extra_headers: list[tuple[bytes, bytes]] = []
 
     def body(self) -> bytes:
         return error_body(self.message, self.error_type, self.code, self.param)

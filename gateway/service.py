@@ -17,6 +17,7 @@ import traceback
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from connections.providers.base import ProviderError, Usage
 
 from . import catalog, router
 from .errors import GatewayError, from_provider, internal
+from .quotas.hook import admit_call, settle_soon
 from .validation import check_request, unsupported_field
 
 logger = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class _Call:
     attempts: router.Attempts | None = None
     secrets: tuple[str, ...] = ()
     prompt_estimate: int = 0
+    admission: Any = None  # the quota reservation, settled when the call ends
 
 
 def _now() -> datetime:
@@ -87,6 +90,7 @@ def error_reply(error: GatewayError, request_id: str) -> Reply:
         extra.append((b"www-authenticate", b"Bearer"))
     if error.retry_after is not None:
         extra.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
+    extra.extend(error.extra_headers)
     return Reply(error.status, _headers(request_id, extra), body=error.body())
 
 
@@ -252,6 +256,8 @@ async def handle(
             policy=policy,
             alias_name=alias_name,
         )
+        # Step 4, admit: quotas and rate limits reserve the call's worst case (429 if refused).
+        call.admission = await admit_call(principal, targets, body, endpoint)
     except GatewayError as error:
         return await record_refusal(error, **refuse)
     except Exception as exc:
@@ -260,7 +266,9 @@ async def handle(
     try:
         call.record_id = await writer.insert(opening)
     except AuditUnavailable:
-        # Audit first: a call that cannot be recorded is not made.
+        # Audit first: a call that cannot be recorded is not made (and costs nothing).
+        if call.admission is not None:
+            settle_soon(call.admission, Decimal(0), 0)
         error = GatewayError(
             503, "The audit trail is unavailable; the call was not made.", code="audit_unavailable"
         )
@@ -307,8 +315,13 @@ def _supported_targets(
 
 
 def _finish(call: _Call, **closing: Any) -> None:
+    fields = _closing_fields(call, **closing)
+    if call.admission is not None:
+        admission, call.admission = call.admission, None
+        tokens = fields["prompt_tokens"] + fields["completion_tokens"]
+        settle_soon(admission, fields["cost"], tokens)
     if call.record_id is not None:
-        writer.complete(call.record_id, _closing_fields(call, **closing))
+        writer.complete(call.record_id, fields)
 
 
 def _log_internal(request_id: str, exc: BaseException) -> None:

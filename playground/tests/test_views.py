@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -245,6 +246,26 @@ def test_a_model_the_user_was_not_granted_is_refused_by_the_gateway_and_recorded
     assert record.purpose == "playground"
     assert record.department == sim_cast.finance
     assert record.outcome in {CallRecord.Outcome.FORBIDDEN, CallRecord.Outcome.NOT_FOUND}
+    assert not [r for r in sim_cast_requests(sim_cast) if r["path"] == "/v1/chat/completions"]
+
+
+def test_a_department_over_its_budget_is_refused_in_the_playground_as_on_the_api(sim_cast):
+    from gateway.quotas import admission
+    from gateway.quotas.services import quota_create
+
+    admission.reset_for_tests()
+    try:
+        quota_create(
+            name="Marketing monthly cap", amount=Decimal("0.000001"), department=sim_cast.marketing
+        )
+        response, body = post_chat(sim_cast.alice, chat_payload(sim_cast))
+    finally:
+        admission.reset_for_tests()
+    assert response.status_code == 429
+    assert "Marketing monthly cap" in json.loads(body)["error"]["message"]
+    record = wait_for_record(response["X-Request-Id"])
+    assert record.outcome == CallRecord.Outcome.BUDGET_EXCEEDED
+    assert record.purpose == "playground" and record.department == sim_cast.marketing
     assert not [r for r in sim_cast_requests(sim_cast) if r["path"] == "/v1/chat/completions"]
 
 

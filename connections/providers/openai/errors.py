@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
+from .. import http
 from ..base import ConnectionConfig, ProviderError
 
 MAX_MESSAGE = 300
@@ -140,7 +140,7 @@ def timeout_error(*, upstream_status: int | None = None) -> ProviderError:
 
 def transport_error(exc: Exception) -> ProviderError:
     """A network failure, without the exception's text (it can name the host)."""
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, (http.TimeoutException, TimeoutError)):
         return timeout_error()
     return ProviderError(
         "The provider could not be reached.",

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import weakref
 
-import httpx
-
 from ..base import ConnectionConfig
+from ..http import HTTPClient
 
 
 class PooledClients:
-    """One pooled `httpx.AsyncClient` per event loop (a client cannot cross loops).
+    """One pooled `HTTPClient` per event loop (its connections belong to their loop).
 
     The gateway has one loop per process, so one client; code that runs calls in
     short-lived loops (`async_to_sync`, tests) gets its own client there, without
@@ -20,28 +19,21 @@ class PooledClients:
 
     def __init__(self, config: ConnectionConfig) -> None:
         self._config = config
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTPClient] = (
             weakref.WeakKeyDictionary()
         )
 
-    def get(self) -> httpx.AsyncClient:
+    def get(self) -> HTTPClient:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
             timeout = self._config.timeout_seconds
-            max_connections = int(self._config.options.get("max_connections", 1000))
-            client = self._clients[loop] = httpx.AsyncClient(
-                timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            client = self._clients[loop] = HTTPClient(
+                timeout=timeout,
+                connect_timeout=min(10.0, timeout),
                 # Sized for hundreds of concurrent streams: a smaller pool would queue them.
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=min(max_connections, 256),
-                    keepalive_expiry=30,
-                ),
-                http1=True,
-                http2=False,
-                follow_redirects=False,
-                trust_env=False,
+                max_connections=int(self._config.options.get("max_connections", 1000)),
+                keepalive_expiry=30.0,
             )
         return client
 

@@ -7,9 +7,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
+from .. import http
 from ..base import ConnectionConfig, ProviderError, Stream, Usage
 from .errors import malformed_error, sanitize, timeout_error, upstream_error_fields
 
@@ -75,7 +75,7 @@ class SSEStream(Stream):
 
     def __init__(
         self,
-        response: httpx.Response,
+        response: http.Response,
         *,
         request_body: dict[str, Any],
         forward_usage_chunk: bool,
@@ -121,9 +121,9 @@ class SSEStream(Stream):
         except ProviderError as exc:
             exc.retryable = exc.retryable and sent == 0
             raise
-        except httpx.TimeoutException:
+        except http.TimeoutException:
             raise timeout_error()
-        except httpx.TransportError:
+        except http.TransportError:
             raise ProviderError(
                 "The provider's stream broke off.",
                 status=502,

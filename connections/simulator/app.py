@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import re
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -34,6 +36,12 @@ STATUS_TYPES = {
 
 
 def fault_from_name(model: str) -> dict[str, Any]:
+    return dict(_fault_of_name(model))
+
+
+@functools.lru_cache(maxsize=4096)
+def _fault_of_name(model: str) -> tuple[tuple[str, Any], ...]:
+    """The conventions in a model name, parsed once per name (the regex is not per request)."""
     fault: dict[str, Any] = {}
     for kind, number in CONVENTION.findall(model or ""):
         value = int(number)
@@ -47,7 +55,7 @@ def fault_from_name(model: str) -> dict[str, Any]:
             fault["chunk_interval_ms"] = value
         elif kind == "drop":
             fault["drop_after_chunks"] = value
-    return fault
+    return tuple(fault.items())
 
 
 class Request:
@@ -89,11 +97,23 @@ class Simulator:
         self.scripts: dict[str, deque[dict[str, Any]]] = {}
         self.log: deque[tuple[Request, str | None]] = deque(maxlen=log_size)
         self.seen_system_prompts: set[str] = set()
+        self.answers = AnswerCache()
+
+    @property
+    def api_key(self) -> str | None:
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        # Set after construction by the command line; the header it expects, as bytes, once.
+        self._api_key = value
+        self._bearer = f"Bearer {value}".encode("latin-1") if value else None
 
     def reset(self) -> None:
         self.scripts.clear()
         self.log.clear()
         self.seen_system_prompts.clear()
+        self.answers.clear()
 
     # --- ASGI -------------------------------------------------------------------------------
 
@@ -137,10 +157,11 @@ class Simulator:
         self.log.append((request, model))
 
     def next_fault(self, model: str) -> dict[str, Any]:
-        for key in (model, "*"):
-            queue = self.scripts.get(key)
-            if queue:
-                return queue.popleft()
+        if self.scripts:
+            for key in (model, "*"):
+                queue = self.scripts.get(key)
+                if queue:
+                    return queue.popleft()
         return fault_from_name(model)
 
     async def apply_fault(self, fault: dict[str, Any], send, error=None) -> bool:
@@ -238,7 +259,7 @@ class Simulator:
             if endpoint == "chat" and not _valid_messages(body.get("messages")):
                 message = "'messages' must be a non-empty list of objects with a role."
                 return await respond(send, 400, _openai_error(400, message))
-            return await self.serve(endpoint, model, body, send)
+            return await self.serve(endpoint, model, body, send, request.body)
         await respond(send, 404, openai_wire.error_body("Not found.", **_kind(404)))
 
     async def azure(self, request: Request, send) -> None:
@@ -262,14 +283,29 @@ class Simulator:
         if not isinstance(body, dict):
             return await respond(send, 400, _openai_error(400, "We could not parse the JSON."))
         endpoint = "chat" if operation == "chat/completions" else "embeddings"
-        await self.serve(endpoint, deployment, body, send)
+        await self.serve(endpoint, deployment, body, send, request.body)
 
     def _bearer_ok(self, request: Request) -> bool:
-        return not self.api_key or request.header(b"authorization") == f"Bearer {self.api_key}"
+        if self._bearer is None:
+            return True
+        for key, value in request.headers:
+            if key == b"authorization":
+                return value == self._bearer
+        return False
 
-    async def serve(self, endpoint: str, model: str, body: dict[str, Any], send) -> None:
+    async def serve(
+        self, endpoint: str, model: str, body: dict[str, Any], send, raw: bytes = b""
+    ) -> None:
         fault = self.next_fault(model)
-        if await self.apply_fault(fault, send):
+        if not fault and raw:
+            # The normal path (no fault, nothing scripted): the same request body gets the same
+            # answer, so a repeated one is served from the cache (the benchmarks' upstream).
+            cached = self.answers.get(endpoint, model, raw)
+            if cached is not None:
+                if endpoint == "chat" and body.get("stream"):
+                    return await stream(send, cached)
+                return await respond_ok(send, cached)
+        elif await self.apply_fault(fault, send):
             return
         if endpoint == "embeddings":
             answer = openai_wire.embeddings_body(body, model)
@@ -277,13 +313,24 @@ class Simulator:
                 message = "'input' must be a string, a list of strings or token lists."
                 answer = _openai_error(400, message)
                 return await respond(send, 400, answer)
+            if not fault and raw:
+                self.answers.put(endpoint, model, raw, answer, created=None)
             return await respond_faulty(send, answer, fault)
+        seen = len(self.seen_system_prompts)
         plan = openai_wire.ChatPlan(body, model, self.seen_system_prompts)
+        # A system prompt seen for the first time is reported as cached the next time: that
+        # answer cannot be replayed.
+        cacheable = not fault and raw and len(self.seen_system_prompts) == seen
         if not body.get("stream"):
-            return await respond_faulty(send, plan.completion(), fault)
+            answer = plan.completion()
+            if cacheable:
+                self.answers.put(endpoint, model, raw, answer, created=plan.created)
+            return await respond_faulty(send, answer, fault)
         options = body.get("stream_options") or {}
         include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
         frames = plan.chunks(include_usage)
+        if cacheable:
+            self.answers.put(endpoint, model, raw, b"".join(frames), created=plan.created)
         if fault.get("error_after_chunks") is not None:
             # OpenAI reports a failure after the stream started as an error event.
             message = (
@@ -295,6 +342,39 @@ class Simulator:
 
 
 # --- responses --------------------------------------------------------------------------------
+
+
+class AnswerCache:
+    """Rendered answers to repeated fault-free requests, keyed by endpoint, model and raw body.
+
+    A chat answer carries `created` (whole seconds), so it is replayed only within the second it
+    was rendered in; embeddings carry no time. Bounded, least recently stored first out.
+    """
+
+    MAX_ENTRIES = 512
+    MAX_BODY = 64 * 1024
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple[str, str, bytes], tuple[int | None, bytes]] = OrderedDict()
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(self, endpoint: str, model: str, raw: bytes) -> bytes | None:
+        entry = self._entries.get((endpoint, model, raw))
+        if entry is None:
+            return None
+        created, answer = entry
+        if created is not None and created != int(time.time()):
+            return None
+        return answer
+
+    def put(self, endpoint: str, model: str, raw: bytes, answer: bytes, *, created) -> None:
+        if len(raw) > self.MAX_BODY:
+            return
+        self._entries[endpoint, model, raw] = (created, answer)
+        if len(self._entries) > self.MAX_ENTRIES:
+            self._entries.popitem(last=False)
 
 
 def _kind(status: int) -> dict[str, Any]:
@@ -332,6 +412,12 @@ def _json_object(raw: bytes) -> Any:
         return None
 
 
+async def respond_ok(send, body: bytes) -> None:
+    headers = [*JSON, (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def respond(send, status: int, body: bytes, headers: Headers | None = None) -> None:
     headers = list(headers or JSON)
     headers.append((b"content-length", str(len(body)).encode()))
@@ -355,9 +441,18 @@ async def respond_faulty(send, body: bytes, fault: dict[str, Any], headers=None)
     await respond(send, 200, body, headers)
 
 
-async def stream(send, frames: list[bytes], fault: dict[str, Any], headers=None) -> None:
-    """Send frames; honour chunk_interval_ms, drop_after_chunks and malformed_sse."""
+async def stream(send, frames: list[bytes] | bytes, fault=None, headers=None) -> None:
+    """Send frames; honour chunk_interval_ms, drop_after_chunks and malformed_sse.
+
+    Without a fault the frames (a list, or already joined) go out as one chunk of the chunked
+    response together with its end: the same bytes on the wire as a chunk and then the end,
+    in one write instead of two.
+    """
     await send({"type": "http.response.start", "status": 200, "headers": list(headers or SSE)})
+    if not fault:
+        body = frames if isinstance(frames, bytes) else b"".join(frames)
+        await send({"type": "http.response.body", "body": body})
+        return
     drop = fault.get("drop_after_chunks")
     if fault.get("malformed_sse"):
         cut = min(2, len(frames))

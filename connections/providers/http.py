@@ -131,6 +131,7 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._waiter: asyncio.Future | None = None
         self._complete = False
+        self._keep_alive = False  # read when the answer completes: the parser resets after it
         self._error: BaseException | None = None
         self._received = False
         self._decoder = None
@@ -232,6 +233,7 @@ class _Connection(asyncio.Protocol):
         if self.parser.get_status_code() < 200:
             return
         self._complete = True
+        self._keep_alive = self.parser.should_keep_alive()
         self._cancel_timer()
         self._wake()
 
@@ -240,6 +242,7 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes, timeout: float) -> asyncio.Future:
         self._busy = True
         self._complete = False
+        self._keep_alive = False
         self._error = None
         self._received = False
         self._headers = Headers()
@@ -286,7 +289,7 @@ class _Connection(asyncio.Protocol):
         self._cancel_timer()
         self._chunks.clear()
         reusable = self._complete and self._error is None and not self.closed
-        if reusable and self.parser.should_keep_alive() and not self.pool.closed:
+        if reusable and self._keep_alive and not self.pool.closed:
             if self._paused:
                 self._paused = False
                 self.transport.resume_reading()
@@ -441,6 +444,7 @@ class HTTPClient:
         max_connections: int = 1000,
         keepalive_expiry: float = 30.0,
         user_agent: str = "meshgate",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -449,7 +453,7 @@ class HTTPClient:
         self.user_agent = user_agent
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # None: the system's or certifi's trust store, made on first use
         self.is_closed = False
 
     def ssl_context(self) -> ssl.SSLContext:

@@ -155,7 +155,8 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self._fail(RemoteProtocolError("malformed response"))
+            if not self._complete:  # bytes after a complete answer leave the answer whole
+                self._fail(RemoteProtocolError("malformed response"))
             self._close()
 
     def eof_received(self) -> bool:
@@ -182,6 +183,12 @@ class _Connection(asyncio.Protocol):
         pass
 
     # --- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            # More bytes after the end of the answer (a broken or hostile upstream): parsed on,
+            # they would join this answer's headers and body. Stop here; the connection closes.
+            raise RemoteProtocolError("bytes after the end of the answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()

@@ -393,6 +393,10 @@ class _Pool:
 
     async def _connect(self) -> _Connection:
         conn = _Connection(self)
+        # Until it is handed over, acquire() owns this connection's place in the count: a
+        # transport closed while connecting (cancelled or timed out just after connection_made)
+        # must not give the place back a second time from connection_lost.
+        conn.forgotten = True
         tls = self.client.ssl_context() if self.scheme == "https" else None
         try:
             await asyncio.wait_for(
@@ -405,10 +409,16 @@ class _Pool:
                 ),
                 self.client.connect_timeout,
             )
-        except TimeoutError:
-            raise TimeoutException("connecting to the provider timed out") from None
-        except (OSError, ssl.SSLError) as exc:
-            raise ConnectError(type(exc).__name__) from None
+        except BaseException as exc:
+            conn._close()  # if the transport was made, it must not stay open unowned
+            if isinstance(exc, TimeoutError):
+                raise TimeoutException("connecting to the provider timed out") from None
+            if isinstance(exc, (OSError, ssl.SSLError)):
+                raise ConnectError(type(exc).__name__) from None
+            raise
+        if conn.closed:  # closed by the provider before it could carry a request
+            raise ConnectError("the provider closed the connection at once")
+        conn.forgotten = False
         return conn
 
     def release(self, conn: _Connection) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -22,7 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+import orjson
+from django.db import connection, models, transaction
 
 from .models import CallRecord
 
@@ -190,28 +192,28 @@ class AuditWriter:
         the interpreter lock with the event loop.
         """
         meta = CallRecord._meta
-        fields = [field for field in meta.concrete_fields if not field.primary_key]
+        columns = _columns(connection.vendor)
         quote = connection.ops.quote_name
-        columns = ", ".join(quote(field.column) for field in fields)
-        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        names = ", ".join(quote(field.column) for field, _ in columns.insert)
+        row = "(" + ", ".join(["%s"] * len(columns.insert)) + ")"
         # SQLite allows 32,766 parameters a statement; stay well below.
-        per_statement = max(1, 20_000 // len(fields))
-        with connection.cursor() as cursor:
+        per_statement = max(1, 20_000 // len(columns.insert))
+        with _cursor() as cursor:
             for start in range(0, len(inserts), per_statement):
                 chunk = inserts[start : start + per_statement]
                 params: list[Any] = []
                 for op in chunk:
                     values = op.fields
-                    for field in fields:
+                    for field, prepare in columns.insert:
                         value = (
                             values[field.attname]
                             if field.attname in values
                             else field.get_default()
                         )
-                        params.append(field.get_db_prep_save(value, connection))
+                        params.append(prepare(value))
                 # Only the model's own column names are interpolated; every value is a parameter.
                 sql = (
-                    f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+                    f"INSERT INTO {quote(meta.db_table)} ({names}) "  # noqa: S608
                     f"VALUES {', '.join([row] * len(chunk))} "
                     f"RETURNING {quote(meta.pk.column)}, {quote('request_id')}"
                 )
@@ -228,9 +230,9 @@ class AuditWriter:
         spends seconds composing SQL. One parameterised statement, executed for many
         rows, is what the database is good at (psycopg 3 pipelines it).
         """
-        fields = [CallRecord._meta.get_field(name) for name in COMPLETION_FIELDS]
+        columns = _columns(connection.vendor)
         quote = connection.ops.quote_name
-        assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+        assignments = ", ".join(f"{quote(field.column)} = %s" for field, _ in columns.update)
         # Only the model's own column names are interpolated; every value is a parameter.
         sql = (
             f"UPDATE {quote(CallRecord._meta.db_table)} SET {assignments} "  # noqa: S608
@@ -238,12 +240,11 @@ class AuditWriter:
         )
         rows = []
         for op in updates:
-            row = [
-                field.get_db_prep_save(op.fields.get(field.attname), connection) for field in fields
-            ]
+            values = op.fields
+            row = [prepare(values.get(field.attname)) for field, prepare in columns.update]
             row.append(op.pk)
             rows.append(row)
-        with connection.cursor() as cursor:
+        with _cursor() as cursor:
             cursor.executemany(sql, rows)
 
     @staticmethod
@@ -285,6 +286,83 @@ class AuditWriter:
         # A closed loop raises RuntimeError: nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             op.loop.call_soon_threadsafe(settle)
+
+
+# --- statements and value adaptation, built once per database vendor ---------------------------
+
+# Field types whose database value is the Python value itself (ints, strings, booleans):
+# Django's get_db_prep_save would only call through several layers to return it unchanged.
+_AS_IS = (
+    models.IntegerField,  # and its small, big and positive kinds
+    models.CharField,
+    models.TextField,
+    models.BooleanField,
+)
+
+
+@dataclass
+class _Columns:
+    insert: list[tuple[models.Field, Any]]
+    update: list[tuple[models.Field, Any]]
+
+
+_columns_by_vendor: dict[str, _Columns] = {}
+
+
+def _columns(vendor: str) -> _Columns:
+    found = _columns_by_vendor.get(vendor)
+    if found is None:
+        meta = CallRecord._meta
+        insert = [(f, _preparer(f)) for f in meta.concrete_fields if not f.primary_key]
+        update = [
+            (meta.get_field(name), _preparer(meta.get_field(name))) for name in COMPLETION_FIELDS
+        ]
+        found = _columns_by_vendor[vendor] = _Columns(insert, update)
+    return found
+
+
+def _json_text(value: Any) -> str:
+    """JSON as Django's JSONField would store it, with orjson (several times faster)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def _preparer(field: models.Field):
+    """A function from a Python value to the value the driver is given for `field`."""
+    if isinstance(field, models.JSONField) and field.encoder is None:
+        if connection.vendor == "postgresql":
+            from psycopg.types.json import Jsonb
+
+            return lambda value: None if value is None else Jsonb(value, dumps=_json_text)
+        return lambda value: None if value is None else _json_text(value)
+    if isinstance(field, _AS_IS) and not field.is_relation:
+        return _identity
+    if isinstance(field, models.ForeignKey) and isinstance(field.target_field, models.AutoField):
+        return _identity
+    return lambda value: field.get_db_prep_save(value, connection)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _cursor():
+    """A cursor for the writer's statements.
+
+    On PostgreSQL, a psycopg cursor that binds parameters on the server: Django's
+    default client-side binding parses the statement and quotes every value in
+    Python on each execution, which for a batch of records is most of the
+    writer's time; server-side binding caches the parsed statement and adapts
+    values in C. Inside the writer's `transaction.atomic()`, on Django's connection.
+    """
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        return psycopg.Cursor(connection.connection)
+    return connection.cursor()
 
 
 writer = AuditWriter()

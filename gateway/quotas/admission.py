@@ -33,8 +33,6 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import config, ledger, scripts
 from .config import CallScope, NeedsLoad, QuotaConfig, RateLimitConfig
@@ -50,13 +48,14 @@ from .periods import (
     window,
 )
 from .ratelimit import RateLimited, memory_limiter, redis_keys, retry_seconds
+from .resp import LeanRedis
 
 logger = logging.getLogger(__name__)
 
 RESERVATION_TTL = timedelta(minutes=15)  # longer than any call's timeouts and fallbacks
 DEFAULT_MAX_OUTPUT_TOKENS = 4096  # when neither the request nor the LLM says
 REDIS_RETRY_AFTER_FAILURE = 5.0  # seconds on the database path before trying Redis again
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+REDIS_ERRORS = (OSError,)  # connection refused or lost, and timeouts (see .resp)
 
 __all__ = ["Admission", "QuotaExceeded", "RateLimited", "admit", "estimate_prompt_tokens"]
 
@@ -97,11 +96,12 @@ def worst_case_nanos(
     return to_nanos(cost, round_up=True)
 
 
-# --- Redis connections, one client per event loop -----------------------------------------------
+# --- Redis connections, one lean pipelined client per event loop (see .resp) ---------------------
 
 
 @dataclass
 class _Redis:
+    url: str
     client: Any
     admit: Any
     settle: Any
@@ -118,13 +118,10 @@ def _redis() -> _Redis | None:
         return None
     loop = asyncio.get_running_loop()
     handle = _clients.get(loop)
-    if handle is None:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(
-            settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=1.0
-        )
+    if handle is None or handle.url != settings.REDIS_URL:
+        client = LeanRedis(settings.REDIS_URL, timeout=1.0, connect_timeout=1.0)
         handle = _Redis(
+            settings.REDIS_URL,
             client,
             client.register_script(scripts.ADMIT),
             client.register_script(scripts.SETTLE),

@@ -213,7 +213,11 @@ def test_it_reads_content_length_and_chunked_answers(framing):
     assert accepts == 1
 
 
-def test_an_answer_without_length_ends_at_eof_and_its_connection_is_not_reused():
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_an_answer_without_length_ends_at_eof_and_its_connection_is_not_reused(
+    scheme, tls_contexts
+):
+    server_tls, client_tls = tls_contexts if scheme == "https" else (None, None)
     body = b"x" * 300_000
 
     async def handler(upstream: Upstream, reader, writer) -> None:
@@ -225,8 +229,8 @@ def test_an_answer_without_length_ends_at_eof_and_its_connection_is_not_reused()
             await asyncio.sleep(0.001)
 
     async def scenario():
-        async with Upstream(handler) as upstream:
-            client = HTTPClient()
+        async with Upstream(handler, tls=server_tls) as upstream:
+            client = HTTPClient(ssl_context=client_tls)
             first = await client.request("POST", upstream.url)
             second = await client.request("POST", upstream.url)
             await client.aclose()
@@ -788,7 +792,7 @@ def test_the_timeout_is_of_inactivity_so_a_slow_steady_answer_completes():
     async def handler(upstream: Upstream, reader, writer) -> None:
         await upstream.read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        for i in range(8):  # 0.8 s in all, never 0.3 s without a byte
+        for i in range(8):  # 0.8 s in all, never 0.5 s without a byte
             await asyncio.sleep(0.1)
             writer.write(b"1\r\n%d\r\n" % i)
             await writer.drain()
@@ -797,7 +801,7 @@ def test_the_timeout_is_of_inactivity_so_a_slow_steady_answer_completes():
 
     async def scenario():
         async with Upstream(handler) as upstream:
-            client = HTTPClient(timeout=0.3)
+            client = HTTPClient(timeout=0.5)
             response = await client.request("POST", upstream.url)
             await client.aclose()
             return response.content
@@ -903,15 +907,17 @@ def test_stream_chunks_arrive_as_the_server_sends_them():
     assert run(scenario()) == [b"first ", b"second"]
 
 
-def test_back_pressure_bounds_what_the_client_buffers_for_a_slow_consumer():
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_back_pressure_bounds_what_the_client_buffers_for_a_slow_consumer(scheme, tls_contexts):
+    server_tls, client_tls = tls_contexts if scheme == "https" else (None, None)
     body = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(200_000))  # 6.4 MB
 
     async def respond(head: bytes, received: bytes) -> bytes:
         return answer(body)
 
     async def scenario():
-        async with Upstream(keep_alive(respond)) as upstream:
-            client = HTTPClient()
+        async with Upstream(keep_alive(respond), tls=server_tls) as upstream:
+            client = HTTPClient(ssl_context=client_tls)
             response = await client.request("POST", upstream.url, stream=True)
             conn = response._conn
             digest, total, most, pauses = hashlib.sha256(), 0, 0, 0

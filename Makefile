@@ -8,7 +8,7 @@ PORT ?= 8000
 SIM_PORT ?= 8001
 export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 
-.PHONY: install run test browser test-sqlite test-postgres lint format check bench keys demo clean
+.PHONY: install run test browser test-sqlite test-postgres lint format check bench bench-peers keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ check: install keys
 
 bench: install keys
 	$(PY) bench/overhead.py
+
+# Meshgate beside LiteLLM's proxy under wrk (issue 9): installs LiteLLM into bench/.venv-litellm
+# and wrk if missing, writes bench/RESULTS.md. `make bench-peers BENCH_ARGS=--quick` for a smoke run.
+bench-peers: install keys
+	$(PY) bench/peers.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -228,12 +228,13 @@ def start_simulator() -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def prepare_postgres() -> None:
+def prepare_postgres(url: str = PG_URL) -> None:
+    """Drop and create the benchmark's own database."""
     from urllib.parse import urlsplit
 
     import psycopg
 
-    parts = urlsplit(PG_URL)
+    parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = parts._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -241,7 +242,9 @@ def prepare_postgres() -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
 
 
-def variant_env(variant: str, workdir: Path, sim_port: int) -> dict[str, str]:
+def variant_env(
+    variant: str, workdir: Path, sim_port: int, *, pg_url: str = PG_URL, redis_url: str = REDIS_URL
+) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "meshsite.settings",
@@ -252,12 +255,25 @@ def variant_env(variant: str, workdir: Path, sim_port: int) -> dict[str, str]:
     }
     env.pop("REDIS_URL", None)
     if variant.startswith("postgres"):
-        env["DATABASE_URL"] = PG_URL
-        env["REDIS_URL"] = REDIS_URL
+        env["DATABASE_URL"] = pg_url
+        env["REDIS_URL"] = redis_url
         env["MESHGATE_CACHE_PREFIX"] = f"bench-{os.getpid()}-{variant}"
     else:
         env["DATABASE_URL"] = f"sqlite:///{workdir / 'bench.sqlite3'}"
     return env
+
+
+def prepare_variant(
+    variant: str, workdir: Path, sim_port: int, *, pg_url: str = PG_URL, redis_url: str = REDIS_URL
+) -> tuple[dict[str, str], str]:
+    """A fresh database for the variant, seeded with the cast (and quotas): its env and API key."""
+    if variant.startswith("postgres"):
+        prepare_postgres(pg_url)
+    env = variant_env(variant, workdir, sim_port, pg_url=pg_url, redis_url=redis_url)
+    key = django_run(SEED, env).splitlines()[-1]
+    if variant.endswith("-quotas"):
+        django_run(QUOTAS, env)
+    return env, key
 
 
 def start_meshgate(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
@@ -316,12 +332,7 @@ def main() -> None:
                 )
         for variant in variants:
             with tempfile.TemporaryDirectory() as tmp:
-                if variant.startswith("postgres"):
-                    prepare_postgres()
-                env = variant_env(variant, Path(tmp), sim_port)
-                key = django_run(SEED, env).splitlines()[-1]
-                if variant.endswith("-quotas"):
-                    django_run(QUOTAS, env)
+                env, key = prepare_variant(variant, Path(tmp), sim_port)
                 gateway, port = start_meshgate(env)
                 sent = 0
                 try:

@@ -1,0 +1,197 @@
+"""bench/RESULTS.md for `bench/peers.py`: the table, time to first byte, audit, memory, targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MESHGATE_TARGETS = ("meshgate-embedded", "meshgate-postgres")
+
+
+@dataclass
+class Row:
+    target: str
+    stream: bool
+    concurrency: int
+    rps: float
+    p50: float
+    p99: float
+    errors: int
+    requests: int
+    cpu_ms: float
+    sim_cpu_ms: float
+    db_cpu_ms: float | None
+    rss: float
+
+
+def row_line(row: Row) -> str:
+    db = f" pg+redis {row.db_cpu_ms:.2f} ms/req" if row.db_cpu_ms is not None else ""
+    return (
+        f"{'stream' if row.stream else 'plain':6} c={row.concurrency:<3} {row.rps:9.0f} req/s "
+        f"p50 {row.p50:7.2f} ms p99 {row.p99:7.2f} ms errors {row.errors} "
+        f"cpu {row.cpu_ms:.2f} ms/req (sim {row.sim_cpu_ms:.2f}){db} rss {row.rss:.0f} MB"
+    )
+
+
+def render(rows, probes, audits, memory, found, command, elapsed, args) -> str:
+    by = {(r.target, r.stream, r.concurrency): r for r in rows}
+    lines = [
+        "# Meshgate beside LiteLLM's proxy",
+        "",
+        "Written by `bench/peers.py` (issue 9). One worker per server, an instant upstream (the "
+        "provider simulator), `wrk -t1` on loopback; wrk, the servers, PostgreSQL and Redis all "
+        "share the machine's cores, nothing pinned, so the ratios say more than the absolute "
+        "figures.",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed / 60:.1f} min",
+        f"- Machine: {machine()}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in found.items()),
+        f"- Command: `{command}` ({args.warmup:g} s warm-up and {args.seconds:g} s measured "
+        f"per row)",
+        "",
+        "| target | mode | c | req/s | p50 ms | p99 ms | errors | server CPU ms/req | "
+        "simulator CPU ms/req | PG+Redis CPU ms/req | RSS MB | req/s vs LiteLLM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        peer = by.get(("litellm", r.stream, r.concurrency))
+        ratio = f"{r.rps / peer.rps:.1f}x" if peer and r.target != "litellm" else ""
+        db = f"{r.db_cpu_ms:.2f}" if r.db_cpu_ms is not None else ""
+        lines.append(
+            f"| {r.target} | {'stream' if r.stream else 'plain'} | {r.concurrency} | "
+            f"{r.rps:,.0f} | {r.p50:.2f} | {r.p99:.2f} | {r.errors} | {r.cpu_ms:.2f} | "
+            f"{r.sim_cpu_ms:.2f} | {db} | {r.rss:.0f} | {ratio} |"
+        )
+    lines += [
+        "",
+        "Errors are non-2xx answers plus socket errors. Server CPU is utime+stime of the server's "
+        "process tree over the measured seconds, per request; for the simulator row it is the "
+        "simulator's own. PostgreSQL and Redis are the machine's shared servers: other work on "
+        "them during the run counts too.",
+        "",
+        "## Time to first byte, streamed",
+        "",
+        f"Sequential streamed requests on one keep-alive connection ({args.probe} each), median "
+        "time from sending the request to the first `data:` event:",
+        "",
+        "| target | TTFB ms | whole answer ms | added to TTFB vs simulator ms | failures |",
+        "|---|---|---|---|---|",
+    ]
+    base = probes.get("simulator")
+    for name, p in probes.items():
+        added = f"{p['ttfb_ms'] - base['ttfb_ms']:.2f}" if base and name != "simulator" else ""
+        lines.append(
+            f"| {name} | {p['ttfb_ms']:.2f} | {p['total_ms']:.2f} | {added} | {p['failures']} |"
+        )
+    lines += ["", "## Audit records", ""]
+    lines += [f"- {'' if good else '**MISMATCH** '}{line}" for line, good in audits] or ["- none"]
+    lines += ["", "## Memory (meshgate-postgres, plain chat, c=16)", ""]
+    if memory:
+        for i, (requests, seconds, rss) in enumerate(memory, 1):
+            capped = (
+                f" (stopped by the {args.memory_seconds:g} s cap, short of "
+                f"{args.memory_requests:,})"
+                if requests < args.memory_requests
+                else ""
+            )
+            lines.append(
+                f"- run {i}: {requests:,} requests in {seconds:.0f} s{capped}: RSS {rss:.1f} MB"
+            )
+    else:
+        lines.append("- not run")
+    lines += ["", "## Targets (issue 9)", ""]
+    lines += [f"- {t}" for t in targets(by, probes, memory, args)]
+    return "\n".join(lines) + "\n"
+
+
+def targets(by, probes, memory, args) -> list[str]:
+    out = []
+
+    def mark(good: bool) -> str:
+        return "**met**" if good else "**not met**"
+
+    for stream in (False, True):
+        for concurrency in (16, 64):
+            pg = by.get(("meshgate-postgres", stream, concurrency))
+            peer = by.get(("litellm", stream, concurrency))
+            mode = "streamed" if stream else "plain"
+            if pg and peer:
+                ratio = pg.rps / peer.rps
+                out.append(
+                    f"{mark(ratio >= 10 and pg.errors == 0)} >= 10x LiteLLM, {mode}, "
+                    f"c={concurrency}, no errors: {pg.rps:,.0f} vs {peer.rps:,.0f} req/s = "
+                    f"{ratio:.1f}x, {pg.errors} errors"
+                )
+    sim = by.get(("simulator", False, 1))
+    for name in MESHGATE_TARGETS:
+        row = by.get((name, False, 1))
+        if sim and row:
+            added = row.p50 - sim.p50
+            out.append(
+                f"{mark(added <= 2)} <= 2 ms added at c=1, plain ({name}): p50 {row.p50:.2f} - "
+                f"{sim.p50:.2f} ms = {added:.2f} ms"
+            )
+        if "simulator" in probes and name in probes:
+            added = probes[name]["ttfb_ms"] - probes["simulator"]["ttfb_ms"]
+            out.append(
+                f"{mark(added <= 1)} <= 1 ms added to the first byte, streamed ({name}): "
+                f"{added:.2f} ms"
+            )
+    if memory:
+        first, last = memory[0][2], memory[-1][2]
+        full = all(requests >= args.memory_requests for requests, _, _ in memory)
+        good = full and max(rss for _, _, rss in memory) < 150 and last - first <= 5
+        note = "" if full else " (runs cut short by the time cap: not a full measurement)"
+        out.append(
+            f"{mark(good)} < 150 MB RSS after {args.memory_requests:,} requests and not growing "
+            f"over two more runs: "
+            + " / ".join(f"{rss:.1f}" for _, _, rss in memory)
+            + f" MB{note}"
+        )
+    return out
+
+
+def versions(litellm: Path | None) -> dict[str, str]:
+    def run(*command: str) -> str:
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=ROOT)
+            return (out.stdout + out.stderr).strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return "?"
+
+    from importlib.metadata import version
+
+    rev = run("git", "rev-parse", "--short", "HEAD")
+    if run("git", "status", "--porcelain", "--untracked-files=no"):
+        rev += " (with uncommitted changes)"
+    found = {
+        "python": platform.python_version(),
+        "meshgate": rev,
+        "uvicorn": version("uvicorn"),
+        "wrk": run("wrk", "-v").split("[")[0].removeprefix("wrk").strip(),
+    }
+    if litellm:
+        found["litellm"] = run(str(litellm.parent / "python"), "-c", _LITELLM_VERSION)
+    return found
+
+
+_LITELLM_VERSION = "from importlib.metadata import version; print(version('litellm'))"
+
+
+def machine() -> str:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return f"{os.cpu_count()} cores ({model}), {mem / 1024 / 1024:.0f} GiB RAM"

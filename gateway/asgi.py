@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 import orjson
 from django.conf import settings
 
 from audit.writer import writer
+from connections import versioning
 
 from . import auth, catalog, clients, service
 from .errors import GatewayError, error_body
+from .ids import unique_hex
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ CALL_ROUTES = {"/v1/chat/completions": "chat.completions", "/v1/embeddings": "em
 
 
 def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex
+    return "req_" + unique_hex()
 
 
 class GatewayApp:
@@ -47,6 +48,7 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 writer.start()
+                versioning.start_refresher()
                 try:
                     # Keys and the catalog are loaded (and adapters imported) before the first call.
                     await catalog.snapshot()
@@ -54,6 +56,7 @@ class GatewayApp:
                     logger.warning("gateway: the catalog could not be loaded at startup")
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await versioning.stop_refresher()
                 await clients.close_all()
                 await asyncio.get_running_loop().run_in_executor(None, writer.stop)
                 await send({"type": "lifespan.shutdown.complete"})

@@ -23,7 +23,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from ..ids import unique_hex
 from . import config, ledger, scripts
 from .config import CallScope, NeedsLoad, QuotaConfig, RateLimitConfig
 from .ledger import Held, QuotaExceeded
@@ -296,7 +296,7 @@ async def admit(
     nanos = worst_case_nanos(prices, prompt_tokens_estimate, output_tokens)
 
     admission = Admission(
-        id=uuid.uuid4().hex,
+        id=unique_hex(),
         started_at=now,
         max_output_tokens=output_tokens,
         worst_case_cost=from_nanos(nanos),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 from connections import versioning
 
@@ -76,7 +77,7 @@ class QuotaConfig:
             and (self.llm_id is None or self.llm_id == call.llm_id)
         )
 
-    @property
+    @cached_property
     def signature(self) -> str:
         """Changes when what the counter counts changes (scope or period), not the amount:
         a re-scoped quota starts a new counter, rebuilt from the audit trail."""

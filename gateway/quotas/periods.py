@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from functools import cached_property
 
 # Counters hold nano-dollars as integers: exact in Redis' Lua (doubles are exact
 # up to 2**53, i.e. 9,007,199 USD per counter) and fine enough for one token.
@@ -63,7 +64,7 @@ class Window:
     end: datetime
     rolling: bool
 
-    @property
+    @cached_property
     def key(self) -> str:
         return "rolling" if self.rolling else self.start.strftime("%Y%m%d")
 

@@ -96,7 +96,17 @@ class AuditWriter:
 
     async def insert(self, fields: dict[str, Any]) -> int:
         """Write a new record and return its id once committed; AuditUnavailable if it failed."""
-        return await self._submit(_Op("insert", fields))
+        return await asyncio.shield(self.insert_soon(fields))
+
+    def insert_soon(self, fields: dict[str, Any]) -> asyncio.Future:
+        """Queue a new record now; the future gives its id once committed (or AuditUnavailable).
+
+        For a caller with other work to do meanwhile. Await it through `asyncio.shield`:
+        a cancelled caller must not cancel the future the writer thread resolves.
+        """
+        op = _Op("insert", fields)
+        self._enqueue(op)
+        return op.future
 
     def complete(self, pk: int, fields: dict[str, Any]) -> None:
         """Queue the completion of an opened record (every field of COMPLETION_FIELDS).
@@ -118,13 +128,16 @@ class AuditWriter:
         self._queue.put(_Op("touch", {"api_key_id": api_key_id, "when": when}))
 
     async def _submit(self, op: _Op) -> Any:
+        self._enqueue(op)
+        # Shielded: a caller cancelled by a client disconnect must not lose its write,
+        # and the thread resolves the future whatever happens to the caller.
+        return await asyncio.shield(op.future)
+
+    def _enqueue(self, op: _Op) -> None:
         self.start()
         op.loop = asyncio.get_running_loop()
         op.future = op.loop.create_future()
         self._queue.put(op)
-        # Shielded: a caller cancelled by a client disconnect must not lose its write,
-        # and the thread resolves the future whatever happens to the caller.
-        return await asyncio.shield(op.future)
 
     # --- the thread ---------------------------------------------------------------------
 
@@ -185,39 +198,49 @@ class AuditWriter:
 
     @staticmethod
     def _insert_many(inserts: list[_Op]) -> None:
-        """Multi-row INSERT ... RETURNING, the ids matched back by request id.
+        """INSERT ... RETURNING the ids, without building a model instance per row.
 
-        What bulk_create does, without building a model instance per row: at one
-        record per call that is most of the writer's time, and the writer shares
-        the interpreter lock with the event loop.
+        At one record per call that is most of the writer's time, and the writer
+        shares the interpreter lock with the event loop. On PostgreSQL one
+        single-row statement is run for every record (`executemany`, pipelined and
+        prepared: the statement is parsed once). A multi-row VALUES statement is
+        longer than psycopg caches, so it would be parsed anew in Python each
+        time. SQLite gets multi-row statements, the ids matched back by request id.
         """
         meta = CallRecord._meta
         columns = _columns(connection.vendor)
         quote = connection.ops.quote_name
         names = ", ".join(quote(field.column) for field, _ in columns.insert)
         row = "(" + ", ".join(["%s"] * len(columns.insert)) + ")"
-        # SQLite allows 32,766 parameters a statement; stay well below.
-        per_statement = max(1, 20_000 // len(columns.insert))
+        returning = f"RETURNING {quote(meta.pk.column)}, {quote('request_id')}"
+        # Only the model's own column names are interpolated; every value is a parameter.
+        head = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES "  # noqa: S608
+        rows = []
+        for op in inserts:
+            values = op.fields
+            rows.append(
+                [
+                    prepare(
+                        values[field.attname] if field.attname in values else field.get_default()
+                    )
+                    for field, prepare in columns.insert
+                ]
+            )
         with _cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.executemany(f"{head}{row} {returning}", rows, returning=True)
+                for op in inserts:
+                    op.pk = cursor.fetchone()[0]
+                    cursor.nextset()
+                return
+            # SQLite allows 32,766 parameters a statement; stay well below.
+            per_statement = max(1, 20_000 // len(columns.insert))
             for start in range(0, len(inserts), per_statement):
                 chunk = inserts[start : start + per_statement]
-                params: list[Any] = []
-                for op in chunk:
-                    values = op.fields
-                    for field, prepare in columns.insert:
-                        value = (
-                            values[field.attname]
-                            if field.attname in values
-                            else field.get_default()
-                        )
-                        params.append(prepare(value))
-                # Only the model's own column names are interpolated; every value is a parameter.
-                sql = (
-                    f"INSERT INTO {quote(meta.db_table)} ({names}) "  # noqa: S608
-                    f"VALUES {', '.join([row] * len(chunk))} "
-                    f"RETURNING {quote(meta.pk.column)}, {quote('request_id')}"
-                )
-                cursor.execute(sql, params)
+                params = [
+                    value for values in rows[start : start + per_statement] for value in values
+                ]
+                cursor.execute(f"{head}{', '.join([row] * len(chunk))} {returning}", params)
                 ids = {request_id: pk for pk, request_id in cursor.fetchall()}
                 for op in chunk:
                     op.pk = ids[op.fields["request_id"]]

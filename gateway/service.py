@@ -256,15 +256,33 @@ async def handle(
             policy=policy,
             alias_name=alias_name,
         )
-        # Step 4, admit: quotas and rate limits reserve the call's worst case (429 if refused).
-        call.admission = await admit_call(principal, targets, body, endpoint)
     except GatewayError as error:
         return await record_refusal(error, **refuse)
     except Exception as exc:
         _log_internal(request_id, exc)
         return await record_refusal(internal(request_id), **refuse)
+    # Steps 4 and 5 at once: open the record, and admit the call (quotas and rate limits
+    # reserve its worst case; 429 if refused). The call waits for the slower of the two.
+    opened = writer.insert_soon(opening)
     try:
-        call.record_id = await writer.insert(opening)
+        call.admission = await admit_call(principal, targets, body, endpoint)
+    except asyncio.CancelledError:
+        opened.add_done_callback(lambda done: _finish_opened(call, done))
+        raise
+    except Exception as exc:
+        if isinstance(exc, GatewayError):
+            error = exc
+        else:
+            _log_internal(request_id, exc)
+            error = internal(request_id)
+        try:
+            call.record_id = await asyncio.shield(opened)
+        except AuditUnavailable:
+            logger.error("audit: the refusal of request %s could not be recorded", request_id)
+        _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
+        return error_reply(error, request_id)
+    try:
+        call.record_id = await asyncio.shield(opened)
     except AuditUnavailable:
         # Audit first: a call that cannot be recorded is not made (and costs nothing).
         if call.admission is not None:
@@ -322,6 +340,13 @@ def _finish(call: _Call, **closing: Any) -> None:
         settle_soon(admission, fields["cost"], tokens)
     if call.record_id is not None:
         writer.complete(call.record_id, fields)
+
+
+def _finish_opened(call: _Call, opened: asyncio.Future) -> None:
+    """Complete a record whose caller went away while it was being opened."""
+    if not opened.cancelled() and opened.exception() is None:
+        call.record_id = opened.result()
+        _finish(call, outcome="client_disconnected", status=499)
 
 
 def _log_internal(request_id: str, exc: BaseException) -> None:

@@ -13,10 +13,11 @@ For each, plain and streamed chat completions at concurrency 1, 16 and 64 (`wrk 
 errors), the server's CPU per request (utime+stime from /proc, its process tree; the
 simulator's and, for Meshgate, PostgreSQL's and Redis' beside it) and the worker's RSS. A
 raw-socket probe measures time to first byte of streamed answers (200 sequential requests).
-Every Meshgate request must leave its audit record: the records are counted per variant and
-printed beside what wrk completed. A memory phase sends `--memory-requests` (100,000) to the
-PostgreSQL variant three times and reads the worker's RSS after each. The results, the ratios
-Meshgate / LiteLLM and the issue's targets go to bench/RESULTS.md.
+Every Meshgate request must leave its audit record: the x-request-id of every answer wrk and
+the probe got is looked up among the variant's records, and the counts are printed side by
+side. A memory phase sends `--memory-requests` (100,000) to the PostgreSQL variant three times
+and reads the worker's RSS after each. The results, the ratios Meshgate / LiteLLM and the
+issue's targets go to bench/RESULTS.md.
 
     .venv/bin/python bench/peers.py [--quick] [--memory-requests N] [--targets a,b]
 """
@@ -140,7 +141,13 @@ def start_litellm(binary: Path, sim_port: int) -> Target:
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "VIRTUAL_ENV", "PYTHONPATH"}
     }
-    env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", NO_DOCS="True")
+    # Offline, quiet and in production mode, as its production checklist advises.
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_LOG="ERROR",
+        LITELLM_MODE="PRODUCTION",
+        NO_DOCS="True",
+    )
     log = open(WORK / "litellm.log", "wb")  # noqa: SIM115 (the process holds it)
     process = subprocess.Popen(
         [
@@ -393,17 +400,21 @@ def _answer_complete(data: bytes) -> bool:
     return False
 
 
-def memory_phase(target: Target, args) -> list[tuple[int, float, float]]:
-    """Three runs of `--memory-requests` plain requests (c=16); (requests, seconds, RSS) each."""
+def memory_phase(target: Target, args) -> list[tuple[int, float, float, int]]:
+    """Three runs of `--memory-requests` plain requests (c=16).
+
+    Each gives (requests, seconds, worker RSS, requests the worker has answered since it started).
+    """
     script = lua_script(target, False, limit=args.memory_requests)
     runs = []
     for _ in range(3):
         started = time.monotonic()
         result = wrk(target, script, 16, args.memory_seconds)
-        runs.append((result["requests"], time.monotonic() - started, rss_mb(target.pids())))
+        served = target.completed + target.probed
+        runs.append((result["requests"], time.monotonic() - started, rss_mb(target.pids()), served))
         print(
             f"  memory: {result['requests']:,} requests in {runs[-1][1]:.0f} s, "
-            f"{result['errors']} errors, worker RSS {runs[-1][2]:.1f} MB",
+            f"{result['errors']} errors, worker RSS {runs[-1][2]:.1f} MB after {served:,}",
             flush=True,
         )
     return runs
@@ -464,7 +475,7 @@ def main() -> None:
         "--memory-requests", type=int, help="requests per memory run (100000; quick 2000)"
     )
     parser.add_argument(
-        "--memory-seconds", type=float, default=150, help="time cap per memory run (150)"
+        "--memory-seconds", type=float, default=200, help="time cap per memory run (200)"
     )
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -478,7 +489,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown targets: {', '.join(sorted(unknown))}")
 
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
     ensure_wrk()
     litellm = ensure_litellm() if "litellm" in names else None
     WORK.mkdir(parents=True, exist_ok=True)
@@ -526,7 +537,9 @@ def main() -> None:
         for ids in WORK.glob("*-request-ids.txt"):
             ids.unlink()
     elapsed = time.monotonic() - started
-    report = render(rows, probes, audits, memory, versions(litellm), command, elapsed, args)
+    # Anything else running on the machine skews every figure: say how busy it was.
+    load = (load_before, os.getloadavg()[0])
+    report = render(rows, probes, audits, memory, versions(litellm), command, elapsed, load, args)
     args.output.write_text(report)
     print(f"\nwrote {args.output} ({elapsed / 60:.1f} min)")
     if not all(good for _, good in audits):

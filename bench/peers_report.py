@@ -38,7 +38,7 @@ def row_line(row: Row) -> str:
     )
 
 
-def render(rows, probes, audits, memory, found, command, elapsed, args) -> str:
+def render(rows, probes, audits, memory, found, command, elapsed, load, args) -> str:
     by = {(r.target, r.stream, r.concurrency): r for r in rows}
     lines = [
         "# Meshgate beside LiteLLM's proxy",
@@ -49,7 +49,8 @@ def render(rows, probes, audits, memory, found, command, elapsed, args) -> str:
         "figures.",
         "",
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; the run took {elapsed / 60:.1f} min",
-        f"- Machine: {machine()}",
+        f"- Machine: {machine()}; 1-minute load average {load[0]:.1f} at the start, "
+        f"{load[1]:.1f} at the end (above ~0.5, something else was running)",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in found.items()),
         f"- Command: `{command}` ({args.warmup:g} s warm-up and {args.seconds:g} s measured "
         f"per row)",
@@ -60,7 +61,7 @@ def render(rows, probes, audits, memory, found, command, elapsed, args) -> str:
     ]
     for r in rows:
         peer = by.get(("litellm", r.stream, r.concurrency))
-        ratio = f"{r.rps / peer.rps:.1f}x" if peer and r.target != "litellm" else ""
+        ratio = f"{r.rps / peer.rps:.1f}x" if peer and r.target in MESHGATE_TARGETS else ""
         db = f"{r.db_cpu_ms:.2f}" if r.db_cpu_ms is not None else ""
         lines.append(
             f"| {r.target} | {'stream' if r.stream else 'plain'} | {r.concurrency} | "
@@ -72,7 +73,8 @@ def render(rows, probes, audits, memory, found, command, elapsed, args) -> str:
         "Errors are non-2xx answers plus socket errors. Server CPU is utime+stime of the server's "
         "process tree over the measured seconds, per request; for the simulator row it is the "
         "simulator's own. PostgreSQL and Redis are the machine's shared servers: other work on "
-        "them during the run counts too.",
+        "them during the run counts too. The simulator's own rows are bounded by wrk (one "
+        "thread, on the same cores), not by the simulator.",
         "",
         "## Time to first byte, streamed",
         "",
@@ -92,7 +94,7 @@ def render(rows, probes, audits, memory, found, command, elapsed, args) -> str:
     lines += [f"- {'' if good else '**MISMATCH** '}{line}" for line, good in audits] or ["- none"]
     lines += ["", "## Memory (meshgate-postgres, plain chat, c=16)", ""]
     if memory:
-        for i, (requests, seconds, rss) in enumerate(memory, 1):
+        for i, (requests, seconds, rss, served) in enumerate(memory, 1):
             capped = (
                 f" (stopped by the {args.memory_seconds:g} s cap, short of "
                 f"{args.memory_requests:,})"
@@ -100,7 +102,8 @@ def render(rows, probes, audits, memory, found, command, elapsed, args) -> str:
                 else ""
             )
             lines.append(
-                f"- run {i}: {requests:,} requests in {seconds:.0f} s{capped}: RSS {rss:.1f} MB"
+                f"- run {i}: {requests:,} requests in {seconds:.0f} s{capped}: RSS {rss:.1f} MB "
+                f"after {served:,} requests since the worker started"
             )
     else:
         lines.append("- not run")
@@ -143,15 +146,15 @@ def targets(by, probes, memory, args) -> list[str]:
                 f"{added:.2f} ms"
             )
     if memory:
-        first, last = memory[0][2], memory[-1][2]
-        full = all(requests >= args.memory_requests for requests, _, _ in memory)
-        good = full and max(rss for _, _, rss in memory) < 150 and last - first <= 5
-        note = "" if full else " (runs cut short by the time cap: not a full measurement)"
+        rss = [run[2] for run in memory]
+        full = all(run[0] >= args.memory_requests for run in memory)
+        good = max(rss) < 150 and rss[-1] - rss[0] <= 5
+        verdict = mark(good) if full or not good else "**not fully measured**"
+        note = "" if full else " (some runs were cut short by the time cap: see Memory)"
         out.append(
-            f"{mark(good)} < 150 MB RSS after {args.memory_requests:,} requests and not growing "
-            f"over two more runs: "
-            + " / ".join(f"{rss:.1f}" for _, _, rss in memory)
-            + f" MB{note}"
+            f"{verdict} < 150 MB RSS after {args.memory_requests:,} requests and not growing "
+            f"over two more runs: {' / '.join(f'{r:.1f}' for r in rss)} MB after "
+            f"{' / '.join(f'{run[3]:,}' for run in memory)} requests{note}"
         )
     return out
 

@@ -362,6 +362,14 @@ def _preparer(field: models.Field):
         return lambda value: None if value is None else _json_text(value)
     if isinstance(field, _AS_IS) and not field.is_relation:
         return _identity
+    if isinstance(field, models.GenericIPAddressField):
+        # An IPv4 address is stored as given; IPv6 ones are normalized by Django.
+        def prepare_ip(value: Any) -> Any:
+            if value is None or (isinstance(value, str) and ":" not in value):
+                return value or None
+            return field.get_db_prep_save(value, connection)
+
+        return prepare_ip
     if isinstance(field, models.ForeignKey) and isinstance(field.target_field, models.AutoField):
         return _identity
     return lambda value: field.get_db_prep_save(value, connection)

@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
-from functools import cached_property
+from functools import cached_property, lru_cache
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 # Counters hold nano-dollars as integers: exact in Redis' Lua (doubles are exact
 # up to 2**53, i.e. 9,007,199 USD per counter) and fine enough for one token.
@@ -27,12 +30,19 @@ ROLLING_BUCKET = timedelta(minutes=1)  # database path only
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+@lru_cache(maxsize=1)
 def redis_prefix() -> str:
     """Quota and rate-limit keys share the cache's prefix: deployments sharing a Redis
-    (or a benchmark next to tests) keep apart."""
+    (or a benchmark next to tests) keep apart. Read once (tests changing CACHES clear it)."""
     from django.conf import settings
 
     return settings.CACHES.get("default", {}).get("KEY_PREFIX") or "meshgate"
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **kwargs) -> None:
+    if setting == "CACHES":
+        redis_prefix.cache_clear()
 
 
 def to_nanos(amount: Decimal, *, round_up: bool = False) -> int:

@@ -163,20 +163,24 @@ def _parse(buffer: bytearray, start: int) -> tuple[Any, int]:
 
 def _encode(args: tuple[Any, ...]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
+    append = parts.append
     for arg in args:
-        if isinstance(arg, bytes):
-            value = arg
-        elif isinstance(arg, str):
+        kind = type(arg)
+        if kind is int:
+            value = b"%d" % arg
+        elif kind is str:
             value = arg.encode()
+        elif kind is bytes:
+            value = arg
         elif isinstance(arg, bool):
             value = b"1" if arg else b"0"
         elif isinstance(arg, (int, float)):
             value = repr(arg).encode()
+        elif isinstance(arg, str):
+            value = arg.encode()
         else:
             raise TypeError(f"cannot send a {type(arg).__name__} to Redis")
-        parts.append(b"$%d\r\n" % len(value))
-        parts.append(value)
-        parts.append(b"\r\n")
+        append(b"$%d\r\n%b\r\n" % (len(value), value))
     return b"".join(parts)
 
 

@@ -12,6 +12,13 @@ from .usage import ChargebackReportQuerySet, UsageRollupQuerySet
 
 MONEY = {"max_digits": 18, "decimal_places": 10, "default": Decimal("0")}
 PRICE = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}
+TRAIL_REFERENCE = {
+    "null": True,
+    "blank": True,
+    "on_delete": models.DO_NOTHING,
+    "db_constraint": False,
+    "db_index": False,
+}
 
 
 class CallRecord(models.Model):
@@ -35,28 +42,23 @@ class CallRecord(models.Model):
         INTERNAL_ERROR = "internal_error", "Internal error"
         INTERRUPTED = "interrupted", "Interrupted (in progress or crashed)"
 
-    request_id = models.CharField(max_length=64, unique=True)
+    request_id = models.CharField(max_length=64)  # unique: see Meta.constraints
     started_at = models.DateTimeField()
     first_token_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
 
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # Who and what a record refers to are kept as ids without database constraints: the
+    # trail outlives what it names (deleting a user, key, department, LLM or connection
+    # changes no record, where SET_NULL would rewrite and blank millions of them), and the
+    # gateway's two writes per call check no foreign keys. Each id is indexed through the
+    # (id, started_at) indexes below, or its own (connection).
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, related_name="+", **TRAIL_REFERENCE)
     # A lazy reference: audit does not import the gateway. The prefix stays if the key goes.
-    api_key = models.ForeignKey(
-        "gateway.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    api_key = models.ForeignKey("gateway.ApiKey", related_name="+", **TRAIL_REFERENCE)
     api_key_prefix = models.CharField(max_length=32, blank=True)
-    department = models.ForeignKey(
-        "connections.Department",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    department = models.ForeignKey("connections.Department", related_name="+", **TRAIL_REFERENCE)
     purpose = models.CharField(max_length=200, blank=True)
 
     endpoint = models.CharField(max_length=40)
@@ -64,15 +66,11 @@ class CallRecord(models.Model):
     model_requested = models.CharField(max_length=255, blank=True)
     alias_name = models.CharField(max_length=100, blank=True)
     attempts = models.JSONField(default=list, blank=True)
-    llm = models.ForeignKey(
-        "connections.LLM", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    llm = models.ForeignKey("connections.LLM", related_name="+", **TRAIL_REFERENCE)
     connection = models.ForeignKey(
         "connections.Connection",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
         related_name="+",
+        **{**TRAIL_REFERENCE, "db_index": True},
     )
 
     outcome = models.CharField(max_length=24, choices=Outcome.choices, default=Outcome.INTERRUPTED)
@@ -103,6 +101,11 @@ class CallRecord(models.Model):
             models.Index(fields=["user", "started_at"], name="call_user_started"),
             models.Index(fields=["llm", "started_at"], name="call_llm_started"),
             models.Index(fields=["api_key", "started_at"], name="call_key_started"),
+        ]
+        # A constraint, not unique=True: that would add a second (LIKE) index on PostgreSQL
+        # that no query uses, maintained on every insert.
+        constraints = [
+            models.UniqueConstraint(fields=["request_id"], name="call_request_id_unique")
         ]
 
     def __str__(self) -> str:

@@ -214,6 +214,9 @@ class AuditWriter:
         inserts = [op for op in batch if op.kind == "insert"]
         updates = [op for op in batch if op.kind == "update"]
         touches = [op for op in batch if op.kind == "touch"]
+        if connection.vendor == "postgresql":
+            self._write_postgresql(inserts, updates, touches)
+            return
         with transaction.atomic():
             if inserts:
                 self._insert_many(inserts)
@@ -223,50 +226,53 @@ class AuditWriter:
                 self._touch(touches)
 
     @staticmethod
-    def _insert_many(inserts: list[_Op]) -> None:
-        """INSERT ... RETURNING the ids, without building a model instance per row.
+    def _write_postgresql(inserts: list[_Op], updates: list[_Op], touches: list[_Op]) -> None:
+        """The whole batch in one round trip: BEGIN, the statements, COMMIT, pipelined.
 
-        At one record per call that is most of the writer's time, and the writer
-        shares the interpreter lock with the event loop. On PostgreSQL one
-        single-row statement is run for every record (`executemany`, pipelined and
-        prepared: the statement is parsed once). A multi-row VALUES statement is
-        longer than psycopg caches, so it would be parsed anew in Python each
-        time. SQLite gets multi-row statements, the ids matched back by request id.
+        Django's transaction would send BEGIN with the first statement and COMMIT
+        after the last result came back: a second round trip, and another wake-up
+        of this thread and of the database server for every batch, which at one call
+        at a time is most of a call's added latency. If a statement fails, the
+        server skips the rest and turns the COMMIT into a ROLLBACK; psycopg raises,
+        and `_write` retries the batch's items one by one.
         """
-        meta = CallRecord._meta
-        columns = _columns(connection.vendor)
-        quote = connection.ops.quote_name
-        names = ", ".join(quote(field.column) for field, _ in columns.insert)
-        row = "(" + ", ".join(["%s"] * len(columns.insert)) + ")"
-        returning = f"RETURNING {quote(meta.pk.column)}, {quote('request_id')}"
-        # Only the model's own column names are interpolated; every value is a parameter.
-        head = f"INSERT INTO {quote(meta.db_table)} ({names}) VALUES "  # noqa: S608
-        rows = []
-        for op in inserts:
-            values = op.fields
-            rows.append(
-                [
-                    prepare(
-                        values[field.attname] if field.attname in values else field.get_default()
-                    )
-                    for field, prepare in columns.insert
-                ]
-            )
-        with _cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.executemany(f"{head}{row} {returning}", rows, returning=True)
-                for op in inserts:
-                    op.pk = cursor.fetchone()[0]
-                    cursor.nextset()
-                return
-            # SQLite allows 32,766 parameters a statement; stay well below.
-            per_statement = max(1, 20_000 // len(columns.insert))
+        import psycopg
+
+        connection.ensure_connection()
+        raw = connection.connection
+        raw.autocommit = True  # BEGIN and COMMIT are ours
+        with (
+            raw.pipeline(),
+            psycopg.Cursor(raw) as control,
+            psycopg.Cursor(raw) as opened,
+            psycopg.Cursor(raw) as other,
+        ):
+            control.execute("BEGIN")
+            if inserts:
+                opened.executemany(_insert_sql(1), _insert_rows(inserts), returning=True)
+            if updates:
+                other.executemany(_update_sql(), _update_rows(updates))
+            if touches:
+                other.executemany(_touch_sql(), _touch_rows(touches))
+            control.execute("COMMIT")
+            for op in inserts:
+                op.pk = opened.fetchone()[0]
+                opened.nextset()
+
+    @staticmethod
+    def _insert_many(inserts: list[_Op]) -> None:
+        """Multi-row INSERT ... RETURNING, without building a model instance per row
+        (SQLite; PostgreSQL runs one prepared single-row statement per record, see
+        `_write_postgresql`: a multi-row statement is longer than psycopg caches, so
+        it would be parsed anew in Python for every batch)."""
+        rows = _insert_rows(inserts)
+        # SQLite allows 32,766 parameters a statement; stay well below.
+        per_statement = max(1, 20_000 // len(rows[0]))
+        with connection.cursor() as cursor:
             for start in range(0, len(inserts), per_statement):
                 chunk = inserts[start : start + per_statement]
-                params = [
-                    value for values in rows[start : start + per_statement] for value in values
-                ]
-                cursor.execute(f"{head}{', '.join([row] * len(chunk))} {returning}", params)
+                params = [v for values in rows[start : start + per_statement] for v in values]
+                cursor.execute(_insert_sql(len(chunk)), params)
                 ids = {request_id: pk for pk, request_id in cursor.fetchall()}
                 for op in chunk:
                     op.pk = ids[op.fields["request_id"]]
@@ -277,38 +283,15 @@ class AuditWriter:
 
         Django's bulk_update builds a CASE WHEN per field and row: at 200 rows it
         spends seconds composing SQL. One parameterised statement, executed for many
-        rows, is what the database is good at (psycopg 3 pipelines it).
+        rows, is what the database is good at.
         """
-        columns = _columns(connection.vendor)
-        quote = connection.ops.quote_name
-        assignments = ", ".join(f"{quote(field.column)} = %s" for field, _ in columns.update)
-        # Only the model's own column names are interpolated; every value is a parameter.
-        sql = (
-            f"UPDATE {quote(CallRecord._meta.db_table)} SET {assignments} "  # noqa: S608
-            f"WHERE {quote(CallRecord._meta.pk.column)} = %s"
-        )
-        rows = []
-        for op in updates:
-            values = op.fields
-            row = [prepare(values.get(field.attname)) for field, prepare in columns.update]
-            row.append(op.pk)
-            rows.append(row)
-        with _cursor() as cursor:
-            cursor.executemany(sql, rows)
+        with connection.cursor() as cursor:
+            cursor.executemany(_update_sql(), _update_rows(updates))
 
     @staticmethod
     def _touch(touches: list[_Op]) -> None:
-        from django.apps import apps
-
-        # Looked up by name: audit does not import the gateway (see ARCHITECTURE.md).
-        api_key_model = apps.get_model("gateway", "ApiKey")
-        latest: dict[int, datetime] = {}
-        for op in touches:
-            key_id, when = op.fields["api_key_id"], op.fields["when"]
-            latest[key_id] = max(when, latest.get(key_id, when))
-        for key_id, when in latest.items():
-            # .update(), not .save(): a save fires the signal that flushes every worker's keys.
-            api_key_model.objects.filter(pk=key_id).update(last_used_at=when)
+        with connection.cursor() as cursor:
+            cursor.executemany(_touch_sql(), _touch_rows(touches))
 
     @staticmethod
     def _reset_connection() -> None:
@@ -405,21 +388,78 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _cursor():
-    """A cursor for the writer's statements.
+def _insert_sql(rows: int) -> str:
+    meta = CallRecord._meta
+    quote = connection.ops.quote_name
+    fields = _columns(connection.vendor).insert
+    names = ", ".join(quote(field.column) for field, _ in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    # Only the model's own column names are interpolated; every value is a parameter.
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({names}) "  # noqa: S608
+        f"VALUES {', '.join([row] * rows)} "
+        f"RETURNING {quote(meta.pk.column)}, {quote('request_id')}"
+    )
 
-    On PostgreSQL, a psycopg cursor that binds parameters on the server: Django's
-    default client-side binding parses the statement and quotes every value in
-    Python on each execution, which for a batch of records is most of the
-    writer's time; server-side binding caches the parsed statement and adapts
-    values in C. Inside the writer's `transaction.atomic()`, on Django's connection.
-    """
-    if connection.vendor == "postgresql":
-        import psycopg
 
-        connection.ensure_connection()
-        return psycopg.Cursor(connection.connection)
-    return connection.cursor()
+def _insert_rows(inserts: list[_Op]) -> list[list[Any]]:
+    fields = _columns(connection.vendor).insert
+    rows = []
+    for op in inserts:
+        values = op.fields
+        rows.append(
+            [
+                prepare(values[field.attname] if field.attname in values else field.get_default())
+                for field, prepare in fields
+            ]
+        )
+    return rows
+
+
+def _update_sql() -> str:
+    quote = connection.ops.quote_name
+    fields = _columns(connection.vendor).update
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field, _ in fields)
+    # Only the model's own column names are interpolated; every value is a parameter.
+    return (
+        f"UPDATE {quote(CallRecord._meta.db_table)} SET {assignments} "  # noqa: S608
+        f"WHERE {quote(CallRecord._meta.pk.column)} = %s"
+    )
+
+
+def _update_rows(updates: list[_Op]) -> list[list[Any]]:
+    fields = _columns(connection.vendor).update
+    rows = []
+    for op in updates:
+        values = op.fields
+        row = [prepare(values.get(field.attname)) for field, prepare in fields]
+        row.append(op.pk)
+        rows.append(row)
+    return rows
+
+
+def _touch_sql() -> str:
+    from django.apps import apps
+
+    # Looked up by name: audit does not import the gateway (see ARCHITECTURE.md). A plain
+    # UPDATE, not .save(): a save fires the signal that flushes every worker's keys.
+    meta = apps.get_model("gateway", "ApiKey")._meta
+    quote = connection.ops.quote_name
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {quote(meta.get_field('last_used_at').column)} = %s "  # noqa: S608
+        f"WHERE {quote(meta.pk.column)} = %s"
+    )
+
+
+def _touch_rows(touches: list[_Op]) -> list[list[Any]]:
+    latest: dict[int, datetime] = {}
+    for op in touches:
+        key_id, when = op.fields["api_key_id"], op.fields["when"]
+        latest[key_id] = max(when, latest.get(key_id, when))
+    from django.apps import apps
+
+    field = apps.get_model("gateway", "ApiKey")._meta.get_field("last_used_at")
+    return [[field.get_db_prep_save(when, connection), key_id] for key_id, when in latest.items()]
 
 
 writer = AuditWriter()

@@ -372,7 +372,9 @@ class AnswerCache:
     def put(self, endpoint: str, model: str, raw: bytes, answer: bytes, *, created) -> None:
         if len(raw) > self.MAX_BODY:
             return
-        self._entries[endpoint, model, raw] = (created, answer)
+        key = (endpoint, model, raw)
+        self._entries[key] = (created, answer)
+        self._entries.move_to_end(key)
         if len(self._entries) > self.MAX_ENTRIES:
             self._entries.popitem(last=False)
 

@@ -25,6 +25,7 @@ issue's targets go to bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import secrets
@@ -36,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,6 +52,8 @@ LITELLM_VERSION = "1.106.12"  # 1.108+ wants litellm-proxy, which PyPI does not 
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
 WORK = ROOT / "bench" / ".work" / "peers"
 RESULTS = ROOT / "bench" / "RESULTS.md"
+LAST_RUN = WORK / "last-run.json"
+RUN_ARGS = ("seconds", "warmup", "probe", "memory_requests", "memory_seconds")
 PG_URL = os.environ.get(
     "BENCH_PEERS_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench_peers"
 )
@@ -97,7 +99,7 @@ def ensure_litellm() -> Path:
 # --- processes and what they cost -------------------------------------------------------------
 
 
-@dataclass
+@dataclasses.dataclass
 class Target:
     name: str
     port: int
@@ -465,6 +467,23 @@ def audit_check(target: Target) -> tuple[str, bool]:
 # --- the run --------------------------------------------------------------------------------
 
 
+def save_run(run: dict) -> None:
+    """The run's figures, so the report can be written again (`--rerender`) without a new run."""
+    data = {
+        **run,
+        "rows": [dataclasses.asdict(row) for row in run["rows"]],
+        "args": {k: v for k, v in vars(run["args"]).items() if k in RUN_ARGS},
+    }
+    LAST_RUN.write_text(json.dumps(data, indent=1))
+
+
+def load_run() -> dict:
+    data = json.loads(LAST_RUN.read_text())
+    data["rows"] = [Row(**row) for row in data["rows"]]
+    data["args"] = argparse.Namespace(**data["args"])
+    return data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -479,7 +498,14 @@ def main() -> None:
     )
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--rerender", action="store_true", help="write the report again from the last run's data"
+    )
     args = parser.parse_args()
+    if args.rerender:
+        args.output.write_text(render(**load_run()))
+        print(f"wrote {args.output} from {LAST_RUN}")
+        return
     args.seconds = args.seconds or (3 if args.quick else 6)
     args.warmup = args.warmup or (1 if args.quick else 2)
     args.probe = args.probe or (50 if args.quick else 200)
@@ -539,8 +565,19 @@ def main() -> None:
     elapsed = time.monotonic() - started
     # Anything else running on the machine skews every figure: say how busy it was.
     load = (load_before, os.getloadavg()[0])
-    report = render(rows, probes, audits, memory, versions(litellm), command, elapsed, load, args)
-    args.output.write_text(report)
+    run = {
+        "rows": rows,
+        "probes": probes,
+        "audits": audits,
+        "memory": memory,
+        "found": versions(litellm),
+        "command": command,
+        "elapsed": elapsed,
+        "load": load,
+        "args": args,
+    }
+    save_run(run)
+    args.output.write_text(render(**run))
     print(f"\nwrote {args.output} ({elapsed / 60:.1f} min)")
     if not all(good for _, good in audits):
         print("!!! AUDIT MISMATCH: some Meshgate requests have no record (see above) !!!")

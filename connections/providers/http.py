@@ -369,15 +369,24 @@ class _Pool:
                 return conn
             conn._close()
             self.forget(conn)
+        deadline = None
         while self.count >= self.client.max_connections:
+            # Waiting for a free connection is bounded like opening one (httpx's pool timeout).
+            if deadline is None:
+                deadline = self.loop.time() + self.client.connect_timeout
             waiter = self.loop.create_future()
             self.waiters.append(waiter)
+            timer = self.loop.call_at(deadline, _expire, waiter)
             try:
                 await waiter
+            except TimeoutException:
+                raise
             except BaseException:
-                if waiter.done() and not waiter.cancelled():
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self._wake_one()  # pass the turn on
                 raise
+            finally:
+                timer.cancel()
             if self.idle:
                 conn = self.idle.pop()
                 if not conn.closed:
@@ -448,6 +457,11 @@ class _Pool:
         for conn in self.idle:
             conn._close()
         self.idle.clear()
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutException("no connection to the provider came free in time"))
 
 
 class HTTPClient:

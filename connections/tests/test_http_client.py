@@ -480,6 +480,30 @@ def test_a_request_waiting_for_a_connection_can_be_cancelled_without_losing_the_
     assert [body for _, body in requests] == [b"first", b"after"]  # the cancelled one never sent
 
 
+def test_waiting_for_a_free_connection_is_bounded_by_the_connect_timeout():
+    async def respond(head: bytes, body: bytes) -> bytes:
+        await asyncio.sleep(1.0)
+        return answer(body)
+
+    async def scenario():
+        async with Upstream(keep_alive(respond)) as upstream:
+            client = HTTPClient(max_connections=1, connect_timeout=0.2)
+            busy = asyncio.create_task(client.request("POST", upstream.url, content=b"slow"))
+            await asyncio.sleep(0.01)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutException):
+                await client.request("POST", upstream.url, content=b"waits")
+            waited = asyncio.get_running_loop().time() - started
+            first = await busy
+            count = pool_count(client)
+            await client.aclose()
+            return waited, first.content, count
+
+    waited, first, count = run(scenario())
+    assert 0.15 < waited < 0.9
+    assert first == b"slow" and count == 1
+
+
 def test_a_waiter_cancelled_just_as_its_turn_came_passes_the_turn_on():
     async def scenario():
         async with Upstream(keep_alive(echo)) as upstream:

@@ -491,7 +491,8 @@ def partial_usage(
     """
     content: list[str] = []
     arguments: list[str] = []
-    for frame in frames:
+    events = (event for part in frames for event in part.split(b"\n\n") if event)
+    for frame in events:
         try:
             chunk = orjson.loads(frame[6:])
         except orjson.JSONDecodeError:

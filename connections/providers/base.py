@@ -99,7 +99,8 @@ class Result:
 
 
 class Stream:
-    """An open streamed answer. Iterate it for OpenAI SSE frames (`data: {...}\\n\\n` bytes).
+    """An open streamed answer. Iterate it for OpenAI SSE frames (`data: {...}\\n\\n` bytes);
+    a chunk may hold several frames (what one upstream read brought).
 
     The adapter has already checked the upstream status when it returns a Stream,
     so a failure before the first byte raises ProviderError from `open_stream`

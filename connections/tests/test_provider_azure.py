@@ -16,6 +16,11 @@ from connections.providers.base import ConnectionConfig, ProviderError
 from connections.simulator.text import count_tokens
 
 
+def split_frames(chunk: bytes) -> list[bytes]:
+    """The SSE frames in one chunk of a stream (a chunk holds what one upstream read brought)."""
+    return [event + b"\n\n" for event in chunk.split(b"\n\n") if event]
+
+
 @pytest.fixture
 def sim(simulator):
     simulator.reset()
@@ -95,7 +100,7 @@ def test_the_adapter_streams_and_embeds_through_deployments(sim):
 
     async def go():
         stream = await adapter.open_stream("prod-gpt4o", {**body(), "stream": True})
-        frames = [frame async for frame in stream]
+        frames = [f async for chunk in stream for f in split_frames(chunk)]
         await stream.aclose()
         embedded = await adapter.embed("embed-small", {"input": ["one", "two"]})
         await adapter.aclose()

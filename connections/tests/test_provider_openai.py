@@ -21,6 +21,12 @@ from connections.providers.openai import (
 )
 from connections.simulator.text import count_tokens
 
+
+def split_frames(chunk: bytes) -> list[bytes]:
+    """The SSE frames in one chunk of a stream (a chunk holds what one upstream read brought)."""
+    return [event + b"\n\n" for event in chunk.split(b"\n\n") if event]
+
+
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -66,7 +72,7 @@ async def drain(stream) -> list[bytes]:
     frames = []
     try:
         async for frame in stream:
-            frames.append(frame)
+            frames.extend(split_frames(frame))
     finally:
         await stream.aclose()
     return frames
@@ -289,7 +295,7 @@ def test_a_dropped_stream_raises_mid_iteration_after_the_frames_received(sim, ad
         frames = []
         with pytest.raises(ProviderError) as caught:
             async for frame in stream:
-                frames.append(frame)
+                frames.extend(split_frames(frame))
         await stream.aclose()
         return frames, caught.value
 
@@ -307,7 +313,7 @@ def test_a_malformed_frame_raises_mid_iteration(sim, adapter):
         frames = []
         with pytest.raises(ProviderError) as caught:
             async for frame in stream:
-                frames.append(frame)
+                frames.extend(split_frames(frame))
         return frames, caught.value
 
     frames, exc = run(go())
@@ -405,7 +411,7 @@ def test_an_error_event_mid_stream_raises_after_the_frames_before_it(sim, adapte
         frames = []
         with pytest.raises(ProviderError) as caught:
             async for frame in stream:
-                frames.append(frame)
+                frames.extend(split_frames(frame))
         return frames, caught.value
 
     frames, exc = run(go())

@@ -82,8 +82,10 @@ def test_a_playground_stream_yields_frames_then_done_and_completes_its_record(si
         reply = await service.handle(
             "chat.completions", alice, body, request_id="req_s", client_ip=None, user_agent=""
         )
-        frames = [frame async for frame in reply.stream]
+        # A chunk holds the frames one upstream read brought: split them.
+        chunks = [chunk async for chunk in reply.stream]
         await writer.flush()
+        frames = [e + b"\n\n" for chunk in chunks for e in chunk.split(b"\n\n") if e]
         return reply, frames
 
     reply, frames = async_to_sync(run)()

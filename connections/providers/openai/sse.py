@@ -68,7 +68,9 @@ def completion_text(parsed: dict[str, Any]) -> str:
 
 
 class SSEStream(Stream):
-    """An upstream OpenAI SSE stream, passed on frame by frame while usage and the message are read.
+    """An upstream OpenAI SSE stream, passed on as it arrives while usage and the message are read.
+
+    Each chunk it yields holds the events one upstream read completed.
 
     `first_byte_at` is a `time.monotonic()` reading.
     """
@@ -105,17 +107,26 @@ class SSEStream(Stream):
                 buffer += data
                 if b"\r" in buffer:
                     buffer = buffer.replace(b"\r\n", b"\n")
-                while b"\n\n" in buffer:
-                    event, buffer = buffer.split(b"\n\n", 1)
-                    payload = _data_of(event)
-                    if payload is None:
-                        continue
-                    if payload == b"[DONE]":
-                        done = True
-                        break
-                    if self._read(payload):
-                        sent += 1
-                        yield b"data: " + payload + b"\n\n"
+                if b"\n\n" not in buffer:
+                    continue
+                # Every event this read completed is passed on in one chunk: one hop through
+                # the gateway and one write to the client, not one per token.
+                *events, buffer = buffer.split(b"\n\n")
+                out: list[bytes] = []
+                try:
+                    for event in events:
+                        payload = _data_of(event)
+                        if payload is None:
+                            continue
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        if self._read(payload):
+                            out.append(b"data: " + payload + b"\n\n")
+                finally:
+                    if out:  # what was read before a failure is still delivered
+                        sent += len(out)
+                        yield out[0] if len(out) == 1 else b"".join(out)
                 if done:
                     break
         except ProviderError as exc:

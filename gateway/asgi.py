@@ -25,7 +25,13 @@ from .errors import GatewayError, error_body
 
 logger = logging.getLogger(__name__)
 
-CALL_ROUTES = {"/v1/chat/completions": "chat.completions", "/v1/embeddings": "embeddings"}
+CALL_ROUTES = {
+    "/v1/chat/completions": "chat.completions",
+    "/v1/embeddings": "embeddings",
+    # Task endpoints, served by local Hugging Face models (connections/providers/huggingface).
+    "/v1/classifications": "classifications",
+    "/v1/summaries": "summaries",
+}
 
 
 def new_request_id() -> str:

@@ -27,7 +27,12 @@ logger = logging.getLogger(__name__)
 
 _MAX_USERS = 50_000
 
-ENDPOINT_KINDS = {"chat.completions": "chat", "embeddings": "embedding"}
+ENDPOINT_KINDS = {
+    "chat.completions": "chat",
+    "embeddings": "embedding",
+    "classifications": "classification",
+    "summaries": "summarization",
+}
 
 
 @dataclass(frozen=True)

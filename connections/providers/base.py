@@ -167,6 +167,24 @@ class Adapter:
             error_type="invalid_request_error",
         )
 
+    async def classify(self, model: str, body: dict[str, Any]) -> Result:
+        """Label each text of `input` with scores (POST /v1/classifications)."""
+        raise ProviderError(
+            "This connection does not serve classifications.",
+            status=400,
+            code="unsupported_endpoint",
+            error_type="invalid_request_error",
+        )
+
+    async def summarize(self, model: str, body: dict[str, Any]) -> Result:
+        """Summarize the text of `input` (POST /v1/summaries)."""
+        raise ProviderError(
+            "This connection does not serve summaries.",
+            status=400,
+            code="unsupported_endpoint",
+            error_type="invalid_request_error",
+        )
+
     async def aclose(self) -> None:
         """Close pooled clients when the connection changes or the process stops."""
 

@@ -8,7 +8,7 @@ PORT ?= 8000
 SIM_PORT ?= 8001
 export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 
-.PHONY: install run test browser test-sqlite test-postgres lint format check bench keys demo clean
+.PHONY: install install-local run test browser test-sqlite test-postgres lint format check bench keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+# Optional extra for local Hugging Face models. torch==2.13.0 first and explicitly: that CPU
+# build lies on this machine's disk; any other spec would download a multi-GB CUDA build.
+$(VENV)/.installed-local: requirements-local.txt | $(VENV)/.installed
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -r requirements-local.txt
+	touch $@
+
+install-local: $(VENV)/.installed-local
 
 # Development secrets, generated once into var/ (git-ignored), never hard-coded.
 var/secret.key var/encryption.keys: | $(VENV)/.installed
@@ -40,7 +49,8 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "make browser: /usr/bin/chromium is missing and apt-get cannot install it" >&2
 
-test: install keys browser
+# The suite covers local models too, so it installs the extra (`make run` stays light).
+test: install install-local keys browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install

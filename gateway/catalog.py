@@ -148,7 +148,7 @@ def preload_adapter(kind: str) -> None:
     from connections.providers import adapter_class
 
     try:
-        adapter_class(kind)
+        adapter_class(kind).preload()
     except Exception:
         logger.warning("no adapter could be loaded for connections of kind %r", kind)
 

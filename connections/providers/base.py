@@ -139,6 +139,11 @@ class Adapter:
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
 
+    @classmethod
+    def preload(cls) -> None:
+        """Import what a first call would import. Called in a worker thread when the catalog
+        loads, so a slow import never runs on the event loop."""
+
     # --- hot path (async, wire protocol) --------------------------------------------------
 
     async def chat(self, model: str, body: dict[str, Any]) -> Result:

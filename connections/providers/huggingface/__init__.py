@@ -82,6 +82,16 @@ class HuggingFaceLocalAdapter(Adapter):
         self._options: LocalOptions | None = None
         self._host = None
 
+    @classmethod
+    def preload(cls) -> None:
+        # torch and transformers take seconds to import, holding the interpreter lock; done
+        # at startup, a first call does not stall the event loop behind them.
+        if deps.available():
+            from . import runtime, tasks  # noqa: F401
+            from .runtime import warm_up
+
+            warm_up()
+
     # --- set-up -----------------------------------------------------------------------------
 
     def options(self, *, check_dir: bool = True) -> LocalOptions:
@@ -103,8 +113,9 @@ class HuggingFaceLocalAdapter(Adapter):
         return self._host
 
     async def _loaded(self, model: str, wanted: str):
-        host = self.host()
         loop = asyncio.get_running_loop()
+        # The first call imports torch (seconds): off the event loop like everything heavy.
+        host = self._host or await loop.run_in_executor(None, self.host)
         loaded = await loop.run_in_executor(None, host.get, model)
         if loaded.kind != wanted:
             raise ProviderError(

@@ -169,7 +169,7 @@ def test_discovery_reads_hub_cache_and_plain_folders_and_adds_them_unapproved_at
         assert not llm.approved
         assert (llm.input_price, llm.output_price) == (Decimal(0), Decimal(0))
         assert llm.catalog_date is None  # no hosted list price borrowed for a local model
-    assert llms["acme/tiny-chat"].context_window == 256
+    assert llms["acme/tiny-chat"].context_window == 1024
     assert llms["acme/tiny-chat"].mesh_id == "local/acme/tiny-chat"
     again = services.models_discover(connection=connection, actor=cast.admin)
     assert again.added == [] and len(again.known) == 3
@@ -255,7 +255,7 @@ def test_idle_models_are_unloaded_by_the_sweeper(local_models):
 
 def test_closing_a_stream_stops_its_generation(local_models):
     adapter = build_adapter(config(local_models, max_concurrent_generations=1))
-    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 240}
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 1000}
 
     async def run() -> dict:
         stream = await adapter.open_stream("tiny-chat", body)
@@ -272,7 +272,7 @@ def test_closing_a_stream_stops_its_generation(local_models):
 
     try:
         ended = asyncio.run(run())
-        assert 3 <= ended["completion_tokens"] < 240
+        assert 3 <= ended["completion_tokens"] < 1000
         # The single worker is free again at once: the next call is not stuck behind the first.
         started = time.monotonic()
         answer = asyncio.run(adapter.chat("tiny-chat", {**body, "max_tokens": 2}))
@@ -283,7 +283,7 @@ def test_closing_a_stream_stops_its_generation(local_models):
 
 def test_a_request_the_model_cannot_take_fails_before_the_stream_opens(local_models):
     adapter = build_adapter(config(local_models))
-    long_prompt = " ".join(["hello"] * 400)  # the tiny model's context is 256 tokens
+    long_prompt = " ".join(["hello"] * 1100)  # the tiny model's context is 1,024 tokens
     with pytest.raises(ProviderError) as caught:
         asyncio.run(
             adapter.open_stream(

@@ -121,7 +121,7 @@ def test_discovery_adds_each_folder_with_its_task_not_approved_at_zero_price(loc
     for info in found["discovered"].values():
         assert info["approved"] is False
         assert Decimal(info["input"]) == 0 and Decimal(info["output"]) == 0
-    assert found["discovered"]["tiny-chat"]["context"] == 256
+    assert found["discovered"]["tiny-chat"]["context"] == 1024
     assert found["discovered"]["all-MiniLM-L6-v2"]["context"] == 256  # sentence_bert_config
 
 
@@ -210,14 +210,41 @@ def test_classification_labels_each_input_with_the_models_scores(local_gateway, 
     assert Decimal(str(record["cost"])) == cost(tokens, 0, "1.00", "0")
 
 
-def test_one_string_is_classified_too(local_gateway):
-    response = sdk(local_gateway).post(
+def test_one_string_is_classified_too_as_the_readme_calls_it(local_gateway):
+    answer = sdk(local_gateway).post(
         "/classifications",
         body={"model": "local/tiny-sentiment", "input": "a good day"},
-        cast_to=httpx.Response,
+        cast_to=object,
     )
-    assert response.status_code == 200
-    assert len(response.json()["data"]) == 1
+    assert [item["index"] for item in answer["data"]] == [0]
+    assert {entry["label"] for entry in answer["data"][0]["labels"]} == {"negative", "positive"}
+
+
+def test_a_client_hanging_up_mid_stream_is_charged_the_tokens_it_was_sent(local_gateway):
+    body = {
+        "model": "local/tiny-chat",
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 1000,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {local_gateway.keys['alice']}"}
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST", local_gateway.url + "/chat/completions", json=body, headers=headers
+        ) as response,
+    ):
+        request_id = response.headers["x-request-id"]
+        lines = response.iter_lines()
+        received = [line for line, _ in zip(lines, range(6), strict=False) if line]
+    assert len(received) >= 3
+    record = local_gateway.record(request_id, outcome_not="interrupted")
+    assert record["outcome"] == "client_disconnected"
+    assert not record["tokens_estimated"]
+    assert 1 <= record["completion_tokens"] < 1000
+    assert Decimal(str(record["cost"])) == cost(
+        record["prompt_tokens"], record["completion_tokens"], "3.00", "6.00"
+    )
 
 
 def test_summary_is_the_seq2seq_models_generation(local_gateway, local_models):

@@ -74,7 +74,7 @@ def build_chat_model(path: Path) -> Path:
     tokenizer.chat_template = CHAT_TEMPLATE
     config = GPT2Config(
         vocab_size=len(tokenizer),
-        n_positions=256,
+        n_positions=1024,
         n_embd=32,
         n_layer=2,
         n_head=2,

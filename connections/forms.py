@@ -47,7 +47,7 @@ def _kind_help(kind: str) -> str:
     if kind == Connection.Kind.HUGGINGFACE_LOCAL:
         from .providers.huggingface import deps
 
-        text += " " + (deps.missing() or "The optional extra is installed here.")
+        text += " " + deps.installed_note()
     return text
 
 

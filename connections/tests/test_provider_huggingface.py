@@ -356,3 +356,15 @@ def test_without_the_extra_the_kind_is_explained_and_test_and_discovery_refuse(t
         status, code, message = out[name]
         assert (status, code) == (503, "local_models_unavailable")
         assert "make install-local" in message and "Missing here: torch" in message
+
+
+def test_a_vanished_models_directory_is_explained_to_the_admin_but_not_to_api_clients(tmp_path):
+    models = tmp_path / "models-gone"
+    adapter = build_adapter(config(models))
+    with pytest.raises(ProviderError) as for_client:
+        asyncio.run(adapter.chat("m", {"messages": [{"role": "user", "content": "hi"}]}))
+    assert (for_client.value.status, for_client.value.code) == (503, "misconfigured")
+    assert str(tmp_path) not in for_client.value.message
+    with pytest.raises(ProviderError) as for_admin:
+        adapter.test()
+    assert str(models) in for_admin.value.message and "does not exist" in for_admin.value.message

@@ -15,6 +15,7 @@ the event loop only awaits futures and receives streamed text through
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -42,6 +43,8 @@ from ..base import (
 )
 from . import deps
 from .options import LocalOptions, parse_options
+
+logger = logging.getLogger(__name__)
 
 KIND_NAMES = {
     "chat": "chat",
@@ -81,6 +84,7 @@ class HuggingFaceLocalAdapter(Adapter):
         super().__init__(config)
         self._options: LocalOptions | None = None
         self._host = None
+        self._host_lock = threading.Lock()
 
     @classmethod
     def preload(cls) -> None:
@@ -94,23 +98,29 @@ class HuggingFaceLocalAdapter(Adapter):
 
     # --- set-up -----------------------------------------------------------------------------
 
-    def options(self, *, check_dir: bool = True) -> LocalOptions:
+    def options(self, *, for_admin: bool = True) -> LocalOptions:
         try:
-            return parse_options(self.config.options, check_dir=check_dir)
+            return parse_options(self.config.options)
         except ValueError as exc:
+            # The details name server paths: for the admin's test and discovery, not API clients.
+            detail = f": {exc}" if for_admin else "; an administrator can test the connection."
             raise ProviderError(
-                f"This connection's options are not valid: {exc}", status=503, code="misconfigured"
+                f"This local models connection is misconfigured{detail}",
+                status=503,
+                code="misconfigured",
             )
 
     def host(self):
-        if self._host is None:
-            if not deps.available():
-                raise _not_installed()
-            from .runtime import acquire_host
+        """The shared ModelHost for this connection's settings (blocking: call off the loop)."""
+        with self._host_lock:
+            if self._host is None:
+                if not deps.available():
+                    raise _not_installed()
+                from .runtime import acquire_host
 
-            self._options = self.options()
-            self._host = acquire_host(self._options)
-        return self._host
+                self._options = self.options(for_admin=False)
+                self._host = acquire_host(self._options)
+            return self._host
 
     async def _loaded(self, model: str, wanted: str):
         loop = asyncio.get_running_loop()
@@ -138,15 +148,8 @@ class HuggingFaceLocalAdapter(Adapter):
             cancel.set()
             future.cancel()
             raise
-        except ProviderError:
-            raise
-        except (RuntimeError, ValueError, TypeError) as exc:
-            # A model that fails on this input (torch's errors): the client's 400 at most.
-            raise ProviderError(
-                f"The local model failed on this request ({type(exc).__name__}).",
-                status=500,
-                code="local_model_error",
-            )
+        except Exception as exc:
+            raise _as_provider_error(exc)
         usage = answer["usage"]
         return Result(
             body=orjson.dumps(answer),
@@ -270,7 +273,11 @@ class LocalStream(Stream):
                 emit("error", exc)
 
         self.future = host.pool.submit(work)
-        kind, value = await queue.get()
+        try:
+            kind, value = await queue.get()
+        except asyncio.CancelledError:  # the caller went away while the call waited for a worker
+            await self.aclose()
+            raise
         if kind == "error":
             raise _as_provider_error(value)
         self.usage.prompt_tokens = value
@@ -335,8 +342,10 @@ class LocalStream(Stream):
 
 
 def _as_provider_error(exc: BaseException) -> ProviderError:
+    """A failure inside a worker, in the adapter's terms (its text may quote the input)."""
     if isinstance(exc, ProviderError):
         return exc
+    logger.warning("local model call failed: %s", type(exc).__name__)
     return ProviderError(
         f"The local model failed on this request ({type(exc).__name__}).",
         status=500,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 EXPLANATION = (
     "Local Hugging Face models need the optional extra, which is not installed on this "
@@ -22,3 +23,15 @@ def missing() -> str | None:
 
 def available() -> bool:
     return missing() is None
+
+
+def installed_note() -> str:
+    """For pages: whether the extra's packages are present, found without importing them."""
+    for module in ("torch", "transformers", "sentence_transformers"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"{EXPLANATION} Missing here: {module}."
+    return "The optional extra is installed here."

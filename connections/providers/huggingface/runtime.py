@@ -173,6 +173,16 @@ def warm_up() -> None:
         _warmed = True
 
 
+def _release(models: list[Loaded]) -> None:
+    """Give an unloaded model's GPU memory back (a generation in flight keeps its reference)."""
+    if any(model.device != "cpu" for model in models):
+        import torch
+
+        models.clear()
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
 GENERATION_NICENESS = 10
 
 
@@ -221,10 +231,13 @@ class ModelHost:
             with self._lock:
                 self.loads += 1
                 self._models[name] = loaded
+                evicted = []
                 while len(self._models) > self.options.max_loaded_models:
-                    evicted, _ = self._models.popitem(last=False)
-                    logger.info("local model %s unloaded (least recently used)", evicted)
+                    evicted.append(self._models.popitem(last=False)[1])
                 self._loading.pop(name, None)
+        for model in evicted:
+            logger.info("local model %s unloaded (least recently used)", model.name)
+        _release(evicted)
         return loaded
 
     def _touch(self, name: str) -> Loaded | None:
@@ -247,10 +260,10 @@ class ModelHost:
                 for name, loaded in self._models.items()
                 if now - loaded.last_used >= self.options.idle_unload_seconds
             ]
-            for name in idle:
-                del self._models[name]
+            dropped = [self._models.pop(name) for name in idle]
         for name in idle:
             logger.info("local model %s unloaded (idle)", name)
+        _release(dropped)
         return idle
 
     def _sweep(self) -> None:

@@ -76,9 +76,15 @@ def chat_inputs(loaded: Loaded, body: dict[str, Any]) -> tuple[dict[str, Any], d
     messages = [
         {"role": m.get("role"), "content": _text(m.get("content"))} for m in body["messages"]
     ]
-    inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
-    )
+    try:
+        inputs = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
+    except Exception as exc:  # jinja2's TemplateError: the template's own words on the roles
+        raise bad_request(
+            f"The model's chat template refused these messages: {str(exc)[:200]}",
+            "messages",
+        )
     prompt_tokens = int(inputs["input_ids"].shape[1])
     room = (loaded.context_window or 10**9) - prompt_tokens
     if room < 1:

@@ -368,3 +368,26 @@ def test_a_vanished_models_directory_is_explained_to_the_admin_but_not_to_api_cl
     with pytest.raises(ProviderError) as for_admin:
         adapter.test()
     assert str(models) in for_admin.value.message and "does not exist" in for_admin.value.message
+
+
+@pytest.mark.parametrize(
+    ("method", "model"),
+    [
+        ("chat", "tiny-sentiment"),
+        ("embed", "tiny-chat"),
+        ("classify", "tiny-summarizer"),
+        ("summarize", "tiny-chat"),
+    ],
+)
+def test_a_model_labelled_with_the_wrong_task_is_refused_by_its_folders_task(
+    local_models, method, model
+):
+    # The admin may edit an LLM's kind; the folder says what the model really does.
+    adapter = build_adapter(config(local_models))
+    body = {"messages": [{"role": "user", "content": "hi"}], "input": "hi"}
+    try:
+        with pytest.raises(ProviderError) as caught:
+            asyncio.run(getattr(adapter, method)(model, body))
+        assert (caught.value.status, caught.value.code) == (400, "model_not_supported")
+    finally:
+        asyncio.run(adapter.aclose())

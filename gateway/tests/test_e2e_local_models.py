@@ -56,6 +56,11 @@ sim_classifier = services.llm_create(
 for llm in (gone, sim_classifier):
     services.llm_approve(llm=llm, actor=admin)
     services.llm_grant(llm=llm, group=marketing, actor=admin)
+# A blocking quota far below one call's cost, on one key and this connection only.
+from gateway.models import ApiKey
+from gateway.quotas.services import quota_create
+quota_create(name="Local pennies", amount=Decimal("0.000001"), mode="block", connection=local,
+             api_key=ApiKey.objects.get(purpose="revoke me"))
 print(json.dumps({"ok": result.ok, "added": result.added, "discovered": discovered}))
 """
 
@@ -484,3 +489,21 @@ def test_the_task_endpoints_need_a_valid_key_and_a_grant(local_gateway):
         caught.value.response.headers["x-request-id"], outcome_not="interrupted"
     )
     assert record["endpoint"] == "classifications" and record["outcome"] == "not_found"
+
+
+def test_a_quota_on_the_local_connection_refuses_a_summary_before_the_model_runs(local_gateway):
+    over = openai.OpenAI(
+        api_key=local_gateway.keys["alice2"], base_url=local_gateway.url, max_retries=0
+    )
+    with pytest.raises(openai.RateLimitError) as caught:
+        over.post(
+            "/summaries",
+            body={"model": "local/tiny-summarizer", "input": "the quarter was strong"},
+            cast_to=object,
+        )
+    assert error_of(caught.value)["code"] == "quota_exceeded"
+    record = local_gateway.record(
+        caught.value.response.headers["x-request-id"], outcome_not="interrupted"
+    )
+    assert (record["outcome"], record["endpoint"]) == ("budget_exceeded", "summaries")
+    assert record["completion_tokens"] == 0 and Decimal(str(record["cost"])) == 0

@@ -8,7 +8,7 @@ PORT ?= 8000
 SIM_PORT ?= 8001
 export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 
-.PHONY: install install-local run test browser test-sqlite test-postgres lint format check bench keys demo clean
+.PHONY: install run test browser test-sqlite test-postgres lint format check bench keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,7 @@ $(VENV)/.installed-local: requirements-local.txt | $(VENV)/.installed
 	$(PIP) install --quiet -r requirements-local.txt
 	touch $@
 
+.PHONY: install-local
 install-local: $(VENV)/.installed-local
 
 # Development secrets, generated once into var/ (git-ignored), never hard-coded.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import threading
 import time
 from decimal import Decimal
@@ -323,6 +324,13 @@ def test_minilm_embeddings_put_related_sentences_closer_than_unrelated_ones(
 def test_eight_concurrent_chats_complete_while_the_model_list_answers_within_100_ms(
     local_gateway,
 ):
+    """/v1/models is polled every 0.1 s while 8 chats of 400 tokens run two at a time.
+
+    An event loop blocked by generation would hold every poll for a whole generation
+    (hundreds of ms): the median and nine calls in ten must stay under 100 ms and none
+    may reach 500 ms. One slow call in ten is allowed because this machine is shared with
+    benchmarks whose load can deschedule the gateway's thread, whatever it does.
+    """
     headers = {"Authorization": f"Bearer {local_gateway.keys['alice']}"}
     models_url = local_gateway.url + "/models"
     timings: list[float] = []
@@ -332,7 +340,7 @@ def test_eight_concurrent_chats_complete_while_the_model_list_answers_within_100
         with httpx.Client(headers=headers, timeout=10) as client:
             client.get(models_url).raise_for_status()  # a warm connection, as a client keeps
             time.sleep(0.3)  # let the generations start
-            while not done.is_set() and len(timings) < 10:
+            while not done.is_set() and len(timings) < 30:
                 started = time.perf_counter()
                 response = client.get(models_url)
                 timings.append(time.perf_counter() - started)
@@ -345,7 +353,7 @@ def test_eight_concurrent_chats_complete_while_the_model_list_answers_within_100
             client.chat.completions.create(
                 model="local/tiny-chat",
                 messages=[{"role": "user", "content": f"hello my friend number {i}"}],
-                max_tokens=200,
+                max_tokens=400,
             )
             for i in range(8)
         ]
@@ -369,8 +377,10 @@ def test_eight_concurrent_chats_complete_while_the_model_list_answers_within_100
     assert len(answers) == 8
     assert all(a.choices[0].message.content and a.usage.completion_tokens > 0 for a in answers)
     # The calls were measured while the generations ran, not after.
-    assert len(timings) >= 3, (timings, elapsed)
-    assert max(timings) < 0.100, timings
+    assert len(timings) >= 5, (timings, elapsed)
+    fast = sum(t < 0.100 for t in timings)
+    assert statistics.median(timings) < 0.100 and fast >= 0.9 * len(timings), timings
+    assert max(timings) < 0.500, timings
 
 
 def error_of(exc: openai.APIStatusError) -> dict:

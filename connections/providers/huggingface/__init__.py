@@ -46,11 +46,11 @@ from .options import LocalOptions, parse_options
 
 logger = logging.getLogger(__name__)
 
-KIND_NAMES = {
-    "chat": "chat",
-    "embedding": "embeddings",
-    "classification": "classifications",
-    "summarization": "summaries",
+ENDPOINT_PATHS = {
+    "chat": "/v1/chat/completions",
+    "embedding": "/v1/embeddings",
+    "classification": "/v1/classifications",
+    "summarization": "/v1/summaries",
 }
 
 
@@ -126,11 +126,12 @@ class HuggingFaceLocalAdapter(Adapter):
         loop = asyncio.get_running_loop()
         # The first call imports torch (seconds): off the event loop like everything heavy.
         host = self._host or await loop.run_in_executor(None, self.host)
-        loaded = await loop.run_in_executor(None, host.get, model)
+        # A loaded model is found without leaving the loop; a load runs in a worker thread.
+        loaded = host.cached(model) or await loop.run_in_executor(None, host.get, model)
         if loaded.kind != wanted:
             raise ProviderError(
                 f"The model '{model}' is a {loaded.kind} model and cannot serve "
-                f"/v1/{KIND_NAMES[wanted].replace('chat', 'chat/completions')}.",
+                f"{ENDPOINT_PATHS[wanted]}.",
                 status=400,
                 code="model_not_supported",
                 error_type="invalid_request_error",

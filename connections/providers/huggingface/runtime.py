@@ -240,6 +240,11 @@ class ModelHost:
         _release(evicted)
         return loaded
 
+    def cached(self, name: str) -> Loaded | None:
+        """The model if it is loaded (never blocks for long: the lock guards dict updates only)."""
+        with self._lock:
+            return self._touch(name)
+
     def _touch(self, name: str) -> Loaded | None:
         loaded = self._models.get(name)
         if loaded is not None:

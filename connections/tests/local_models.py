@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Imported first: the adapter's package switches the Hub off before transformers loads.
+import connections.providers.huggingface  # noqa: F401
+
 SENTENCES = [
     "the cat sat on the mat and looked at the dog",
     "a good day is a happy day with the sun and friends",

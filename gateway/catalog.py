@@ -237,10 +237,15 @@ def resolve(
     return model, matching
 
 
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _kind_mismatch(model: str, kind: str, endpoint: str) -> GatewayError:
     return GatewayError(
         400,
-        f"The model '{model}' is a {kind} model and cannot serve /v1/{endpoint.replace('.', '/')}.",
+        f"The model '{model}' is {_a(kind)} {kind} model and cannot serve "
+        f"/v1/{endpoint.replace('.', '/')}.",
         code="model_not_supported",
         param="model",
     )

@@ -130,7 +130,8 @@ class HuggingFaceLocalAdapter(Adapter):
         loaded = host.cached(model) or await loop.run_in_executor(None, host.get, model)
         if loaded.kind != wanted:
             raise ProviderError(
-                f"The model '{model}' is a {loaded.kind} model and cannot serve "
+                f"The model '{model}' is {'an' if loaded.kind[0] in 'aeiou' else 'a'} "
+                f"{loaded.kind} model and cannot serve "
                 f"{ENDPOINT_PATHS[wanted]}.",
                 status=400,
                 code="model_not_supported",

@@ -18,6 +18,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
+# Optional extra for local Hugging Face models. torch==2.13.0 first and explicitly: that CPU
+# build lies on this machine's disk; any other spec would download a multi-GB CUDA build.
+$(VENV)/.installed-local: requirements-local.txt | $(VENV)/.installed
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -r requirements-local.txt
+	touch $@
+
+.PHONY: install-local
+install-local: $(VENV)/.installed-local
+
 # Development secrets, generated once into var/ (git-ignored), never hard-coded.
 var/secret.key var/encryption.keys: | $(VENV)/.installed
 	mkdir -p var
@@ -40,7 +50,8 @@ browser:
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 	  || echo "make browser: /usr/bin/chromium is missing and apt-get cannot install it" >&2
 
-test: install keys browser
+# The suite covers local models too, so it installs the extra (`make run` stays light).
+test: install install-local keys browser
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install

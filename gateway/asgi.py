@@ -26,7 +26,13 @@ from .ids import unique_hex
 
 logger = logging.getLogger(__name__)
 
-CALL_ROUTES = {"/v1/chat/completions": "chat.completions", "/v1/embeddings": "embeddings"}
+CALL_ROUTES = {
+    "/v1/chat/completions": "chat.completions",
+    "/v1/embeddings": "embeddings",
+    # Task endpoints, served by local Hugging Face models (connections/providers/huggingface).
+    "/v1/classifications": "classifications",
+    "/v1/summaries": "summaries",
+}
 
 
 def new_request_id() -> str:

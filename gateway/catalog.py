@@ -27,7 +27,12 @@ logger = logging.getLogger(__name__)
 
 _MAX_USERS = 50_000
 
-ENDPOINT_KINDS = {"chat.completions": "chat", "embeddings": "embedding"}
+ENDPOINT_KINDS = {
+    "chat.completions": "chat",
+    "embeddings": "embedding",
+    "classifications": "classification",
+    "summaries": "summarization",
+}
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def preload_adapter(kind: str) -> None:
     from connections.providers import adapter_class
 
     try:
-        adapter_class(kind)
+        adapter_class(kind).preload()
     except Exception:
         logger.warning("no adapter could be loaded for connections of kind %r", kind)
 
@@ -232,10 +237,15 @@ def resolve(
     return model, matching
 
 
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _kind_mismatch(model: str, kind: str, endpoint: str) -> GatewayError:
     return GatewayError(
         400,
-        f"The model '{model}' is a {kind} model and cannot serve /v1/{endpoint.replace('.', '/')}.",
+        f"The model '{model}' is {_a(kind)} {kind} model and cannot serve "
+        f"/v1/{endpoint.replace('.', '/')}.",
         code="model_not_supported",
         param="model",
     )

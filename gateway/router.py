@@ -100,6 +100,8 @@ async def complete(
     """(the target that answered, its Result) or the last ProviderError."""
     if endpoint == "embeddings":
         return await _attempt(snap, targets, body, attempts, _embed)
+    if endpoint in _TASKS:
+        return await _attempt(snap, targets, body, attempts, _TASKS[endpoint])
     return await _attempt(snap, targets, body, attempts, _chat)
 
 
@@ -120,3 +122,14 @@ async def _embed(adapter: Adapter, model: str, body: dict[str, Any]) -> Any:
 
 async def _stream(adapter: Adapter, model: str, body: dict[str, Any]) -> Any:
     return await adapter.open_stream(model, body)
+
+
+async def _classify(adapter: Adapter, model: str, body: dict[str, Any]) -> Any:
+    return await adapter.classify(model, body)
+
+
+async def _summarize(adapter: Adapter, model: str, body: dict[str, Any]) -> Any:
+    return await adapter.summarize(model, body)
+
+
+_TASKS = {"classifications": _classify, "summaries": _summarize}

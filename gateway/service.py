@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 JSON_HEADER = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 DONE = b"data: [DONE]\n\n"
-ENDPOINTS = ("chat.completions", "embeddings")
+ENDPOINTS = ("chat.completions", "embeddings", "classifications", "summaries")
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ async def handle(
     client_ip: str | None,
     user_agent: str,
 ) -> Reply:
-    """Serve one call to `endpoint` ("chat.completions" or "embeddings") for `principal`."""
+    """Serve one call to `endpoint` (one of ENDPOINTS) for `principal`."""
     started = time.monotonic()
     refuse = {
         "endpoint": endpoint,

@@ -93,6 +93,10 @@ def check_request(endpoint: str, body: dict[str, Any]) -> None:
         raise _bad("'model' is required and must be a string.", "model")
     if endpoint == "embeddings":
         _check_embeddings(body)
+    elif endpoint == "classifications":
+        _check_classifications(body)
+    elif endpoint == "summaries":
+        _check_summaries(body)
     else:
         _check_chat(body)
 
@@ -162,6 +166,29 @@ def _check_embeddings(body: dict[str, Any]) -> None:
         ):
             continue
         raise _bad("'input' items must be strings or token lists.", "input")
+
+
+MAX_CLASSIFY_INPUTS = 256
+
+
+def _check_classifications(body: dict[str, Any]) -> None:
+    value = body.get("input")
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise _bad("'input' must be a string or a non-empty list of strings.", "input")
+    if len(items) > MAX_CLASSIFY_INPUTS:
+        raise _bad(f"'input' holds at most {MAX_CLASSIFY_INPUTS} texts.", "input")
+    if not all(isinstance(item, str) and item.strip() for item in items):
+        raise _bad("'input' items must be non-empty strings.", "input")
+
+
+def _check_summaries(body: dict[str, Any]) -> None:
+    value = body.get("input")
+    if not isinstance(value, str) or not value.strip():
+        raise _bad("'input' must be a non-empty string.", "input")
+    if body.get("stream") not in (None, False):
+        raise _bad("Summaries are not streamed.", "stream")
+    _int_field(body, "max_tokens", 1, 4096)
 
 
 def unsupported_field(body: dict[str, Any], unsupported: frozenset[str]) -> str | None:

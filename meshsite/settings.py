@@ -283,6 +283,9 @@ MESHGATE_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
 MESHGATE_AUDIT_RETENTION_DAYS = env_int("MESHGATE_AUDIT_RETENTION_DAYS", 365, minimum=1)
 MESHGATE_DEMO_PASSWORD = env_str("MESHGATE_DEMO_PASSWORD")
 MESHGATE_SIMULATOR_URL = env_str("MESHGATE_SIMULATOR_URL", "http://127.0.0.1:8001")
+# The demo's local Hugging Face models: seeded only where the optional extra is installed.
+MESHGATE_DEMO_LOCAL_MODELS = env_bool("MESHGATE_DEMO_LOCAL_MODELS", True)
+MESHGATE_DEMO_MODELS_DIR = env_str("MESHGATE_DEMO_MODELS_DIR", str(VAR_DIR / "models"))
 # How long an in-process cache may serve without checking the shared version counter.
 MESHGATE_CACHE_CHECK_SECONDS = float(env_str("MESHGATE_CACHE_CHECK_SECONDS", "1.0") or 1.0)
 

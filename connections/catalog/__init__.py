@@ -20,13 +20,14 @@ CATALOG_DIR = Path(__file__).resolve().parent
 
 # Which catalog files to look in for a connection kind, most specific first. Local
 # and OpenAI-compatible servers often serve OpenAI-named models (the simulator
-# does), so they fall back to the OpenAI file.
+# does), so they fall back to the OpenAI file. Local models have no list price: they start at
+# zero, and admins set an internal price per million tokens for chargeback.
 SEARCH_ORDER: dict[str, tuple[str, ...]] = {
     "openai": ("openai",),
     "azure_openai": ("azure_openai", "openai"),
     "bedrock": ("bedrock",),
     "openai_compatible": ("openai_compatible", "openai"),
-    "huggingface_local": ("openai_compatible",),
+    "huggingface_local": (),
 }
 
 # Snapshot suffixes (`gpt-4o-2024-08-06`), Bedrock cross-region inference profile

@@ -140,6 +140,11 @@ class Adapter:
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
 
+    @classmethod
+    def preload(cls) -> None:
+        """Import what a first call would import. Called in a worker thread when the catalog
+        loads, so a slow import never runs on the event loop."""
+
     # --- hot path (async, wire protocol) --------------------------------------------------
 
     async def chat(self, model: str, body: dict[str, Any]) -> Result:
@@ -163,6 +168,24 @@ class Adapter:
     async def embed(self, model: str, body: dict[str, Any]) -> Result:
         raise ProviderError(
             "This connection does not serve embeddings.",
+            status=400,
+            code="unsupported_endpoint",
+            error_type="invalid_request_error",
+        )
+
+    async def classify(self, model: str, body: dict[str, Any]) -> Result:
+        """Label each text of `input` with scores (POST /v1/classifications)."""
+        raise ProviderError(
+            "This connection does not serve classifications.",
+            status=400,
+            code="unsupported_endpoint",
+            error_type="invalid_request_error",
+        )
+
+    async def summarize(self, model: str, body: dict[str, Any]) -> Result:
+        """Summarize the text of `input` (POST /v1/summaries)."""
+        raise ProviderError(
+            "This connection does not serve summaries.",
             status=400,
             code="unsupported_endpoint",
             error_type="invalid_request_error",

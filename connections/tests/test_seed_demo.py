@@ -14,6 +14,7 @@ def _demo_settings(settings, monkeypatch):
     settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = True
     settings.MESHGATE_DEMO_PASSWORD = None
     settings.MESHGATE_SIMULATOR_URL = "http://127.0.0.1:8001"
+    settings.MESHGATE_DEMO_LOCAL_MODELS = False  # test_seed_demo_local.py seeds them
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def _requested_output(endpoint: str, body: dict[str, Any]) -> int | None:
-    if endpoint == "embeddings":
+    if endpoint in ("embeddings", "classifications"):
         return 0
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)

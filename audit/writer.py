@@ -74,6 +74,7 @@ class _Op:
     future: asyncio.Future | None = None
     loop: asyncio.AbstractEventLoop | None = None
     error: BaseException | None = field(default=None, repr=False)
+    done: threading.Event | None = None  # for a sync caller waiting (`drain`)
 
 
 class AuditWriter:
@@ -129,6 +130,15 @@ class AuditWriter:
     async def flush(self) -> None:
         """Wait until everything queued before this call is written."""
         await self._submit(_Op("flush", {}))
+
+    def drain(self, timeout: float = 10.0) -> None:
+        """Block until everything queued before this call is written (sync code, tests)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        op = _Op("flush", {}, done=threading.Event())
+        self._queue.put(op)
+        op.done.wait(timeout)
 
     def touch_key(self, api_key_id: int, when: datetime) -> None:
         """Record an API key's last use, fire and forget (a queryset update, no signal)."""
@@ -304,6 +314,8 @@ class AuditWriter:
 
     @staticmethod
     def _resolve(op: _Op) -> None:
+        if op.done is not None:
+            op.done.set()
         if op.future is None or op.loop is None:
             return
 

@@ -130,6 +130,16 @@ class DiscoveredModel:
     description: str = ""
 
 
+def unsupported_endpoint(what: str) -> ProviderError:
+    """A 400 for an endpoint this kind of connection does not serve ("serve embeddings")."""
+    return ProviderError(
+        f"This connection does not {what}.",
+        status=400,
+        code="unsupported_endpoint",
+        error_type="invalid_request_error",
+    )
+
+
 class Adapter:
     """Base class of the provider adapters. Subclasses set `kind` and override."""
 
@@ -149,47 +159,22 @@ class Adapter:
 
     async def chat(self, model: str, body: dict[str, Any]) -> Result:
         """Send an OpenAI-shaped chat completion request for `model` (the provider's name)."""
-        raise ProviderError(
-            "This connection does not serve chat completions.",
-            status=400,
-            code="unsupported_endpoint",
-            error_type="invalid_request_error",
-        )
+        raise unsupported_endpoint("serve chat completions")
 
     async def open_stream(self, model: str, body: dict[str, Any]) -> Stream:
         """Start a streamed chat completion; raise ProviderError before the first byte."""
-        raise ProviderError(
-            "This connection does not stream chat completions.",
-            status=400,
-            code="unsupported_endpoint",
-            error_type="invalid_request_error",
-        )
+        raise unsupported_endpoint("stream chat completions")
 
     async def embed(self, model: str, body: dict[str, Any]) -> Result:
-        raise ProviderError(
-            "This connection does not serve embeddings.",
-            status=400,
-            code="unsupported_endpoint",
-            error_type="invalid_request_error",
-        )
+        raise unsupported_endpoint("serve embeddings")
 
     async def classify(self, model: str, body: dict[str, Any]) -> Result:
         """Label each text of `input` with scores (POST /v1/classifications)."""
-        raise ProviderError(
-            "This connection does not serve classifications.",
-            status=400,
-            code="unsupported_endpoint",
-            error_type="invalid_request_error",
-        )
+        raise unsupported_endpoint("serve classifications")
 
     async def summarize(self, model: str, body: dict[str, Any]) -> Result:
         """Summarize the text of `input` (POST /v1/summaries)."""
-        raise ProviderError(
-            "This connection does not serve summaries.",
-            status=400,
-            code="unsupported_endpoint",
-            error_type="invalid_request_error",
-        )
+        raise unsupported_endpoint("serve summaries")
 
     async def aclose(self) -> None:
         """Close pooled clients when the connection changes or the process stops."""

@@ -7,6 +7,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 SIM_PORT ?= 8001
 export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
+# The demo connection points at the simulator `make run` starts, wherever SIM_PORT puts it.
+export MESHGATE_SIMULATOR_URL ?= http://$(HOST):$(SIM_PORT)
 
 .PHONY: install run test browser test-sqlite test-postgres lint format check bench bench-peers keys demo clean
 

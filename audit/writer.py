@@ -141,7 +141,7 @@ class AuditWriter:
         op.done.wait(timeout)
 
     def touch_key(self, api_key_id: int, when: datetime) -> None:
-        """Record an API key's last use, fire and forget (a queryset update, no signal)."""
+        """Record an API key's last use, fire and forget (a plain UPDATE, no signal)."""
         self._later(_Op("touch", {"api_key_id": api_key_id, "when": when}))
 
     def _later(self, op: _Op) -> None:
@@ -251,6 +251,7 @@ class AuditWriter:
         connection.ensure_connection()
         raw = connection.connection
         raw.autocommit = True  # BEGIN and COMMIT are ours
+        sql = _statements(connection.vendor)
         with (
             raw.pipeline(),
             psycopg.Cursor(raw) as control,
@@ -259,11 +260,11 @@ class AuditWriter:
         ):
             control.execute("BEGIN")
             if inserts:
-                opened.executemany(_insert_sql(1), _insert_rows(inserts), returning=True)
+                opened.executemany(sql.insert_sql(1), _insert_rows(sql, inserts), returning=True)
             if updates:
-                other.executemany(_update_sql(), _update_rows(updates))
+                other.executemany(sql.update_sql, _update_rows(sql, updates))
             if touches:
-                other.executemany(_touch_sql(), _touch_rows(touches))
+                other.executemany(sql.touch_sql, _touch_rows(sql, touches))
             control.execute("COMMIT")
             for op in inserts:
                 op.pk = opened.fetchone()[0]
@@ -275,14 +276,15 @@ class AuditWriter:
         (SQLite; PostgreSQL runs one prepared single-row statement per record, see
         `_write_postgresql`: a multi-row statement is longer than psycopg caches, so
         it would be parsed anew in Python for every batch)."""
-        rows = _insert_rows(inserts)
+        sql = _statements(connection.vendor)
+        rows = _insert_rows(sql, inserts)
         # SQLite allows 32,766 parameters a statement; stay well below.
         per_statement = max(1, 20_000 // len(rows[0]))
         with connection.cursor() as cursor:
             for start in range(0, len(inserts), per_statement):
                 chunk = inserts[start : start + per_statement]
                 params = [v for values in rows[start : start + per_statement] for v in values]
-                cursor.execute(_insert_sql(len(chunk)), params)
+                cursor.execute(sql.insert_sql(len(chunk)), params)
                 ids = {request_id: pk for pk, request_id in cursor.fetchall()}
                 for op in chunk:
                     op.pk = ids[op.fields["request_id"]]
@@ -295,13 +297,15 @@ class AuditWriter:
         spends seconds composing SQL. One parameterised statement, executed for many
         rows, is what the database is good at.
         """
+        sql = _statements(connection.vendor)
         with connection.cursor() as cursor:
-            cursor.executemany(_update_sql(), _update_rows(updates))
+            cursor.executemany(sql.update_sql, _update_rows(sql, updates))
 
     @staticmethod
     def _touch(touches: list[_Op]) -> None:
+        sql = _statements(connection.vendor)
         with connection.cursor() as cursor:
-            cursor.executemany(_touch_sql(), _touch_rows(touches))
+            cursor.executemany(sql.touch_sql, _touch_rows(sql, touches))
 
     @staticmethod
     def _reset_connection() -> None:
@@ -345,24 +349,60 @@ _AS_IS = (
 
 
 @dataclass
-class _Columns:
-    insert: list[tuple[models.Field, Any]]
-    update: list[tuple[models.Field, Any]]
+class _Statements:
+    """The writer's SQL and value adapters for one database vendor, built once."""
+
+    insert: list[tuple[models.Field, Any]]  # (field, adapter) per inserted column
+    update: list[tuple[models.Field, Any]]  # ... per COMPLETION_FIELDS column
+    insert_head: str  # INSERT INTO ... (columns) VALUES
+    insert_row: str  # (%s, ...)
+    insert_returning: str
+    update_sql: str
+    touch_sql: str
+    touch_field: models.Field
+
+    def insert_sql(self, rows: int) -> str:
+        return f"{self.insert_head}{', '.join([self.insert_row] * rows)} {self.insert_returning}"
 
 
-_columns_by_vendor: dict[str, _Columns] = {}
+_statements_by_vendor: dict[str, _Statements] = {}
 
 
-def _columns(vendor: str) -> _Columns:
-    found = _columns_by_vendor.get(vendor)
+def _statements(vendor: str) -> _Statements:
+    found = _statements_by_vendor.get(vendor)
     if found is None:
-        meta = CallRecord._meta
-        insert = [(f, _preparer(f)) for f in meta.concrete_fields if not f.primary_key]
-        update = [
-            (meta.get_field(name), _preparer(meta.get_field(name))) for name in COMPLETION_FIELDS
-        ]
-        found = _columns_by_vendor[vendor] = _Columns(insert, update)
+        found = _statements_by_vendor[vendor] = _build_statements(vendor)
     return found
+
+
+def _build_statements(vendor: str) -> _Statements:
+    from django.apps import apps
+
+    meta = CallRecord._meta
+    quote = connection.ops.quote_name
+    insert = [(f, _preparer(f, vendor)) for f in meta.concrete_fields if not f.primary_key]
+    update = [(f, _preparer(f, vendor)) for f in map(meta.get_field, COMPLETION_FIELDS)]
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    columns = ", ".join(quote(field.column) for field, _ in insert)
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field, _ in update)
+    # Looked up by name: audit does not import the gateway (see ARCHITECTURE.md). A plain
+    # UPDATE, not .save(): a save fires the signal that flushes every worker's keys.
+    key_meta = apps.get_model("gateway", "ApiKey")._meta
+    touch_field = key_meta.get_field("last_used_at")
+    # Only the models' own table and column names are interpolated; every value is a parameter.
+    return _Statements(
+        insert=insert,
+        update=update,
+        insert_head=f"INSERT INTO {table} ({columns}) VALUES ",  # noqa: S608
+        insert_row="(" + ", ".join(["%s"] * len(insert)) + ")",
+        insert_returning=f"RETURNING {pk}, {quote('request_id')}",
+        update_sql=f"UPDATE {table} SET {assignments} WHERE {pk} = %s",  # noqa: S608
+        touch_sql=(
+            f"UPDATE {quote(key_meta.db_table)} SET {quote(touch_field.column)} = %s "  # noqa: S608
+            f"WHERE {quote(key_meta.pk.column)} = %s"
+        ),
+        touch_field=touch_field,
+    )
 
 
 def _json_text(value: Any) -> str:
@@ -373,10 +413,10 @@ def _json_text(value: Any) -> str:
         return json.dumps(value)
 
 
-def _preparer(field: models.Field):
+def _preparer(field: models.Field, vendor: str):
     """A function from a Python value to the value the driver is given for `field`."""
     if isinstance(field, models.JSONField) and field.encoder is None:
-        if connection.vendor == "postgresql":
+        if vendor == "postgresql":
             from psycopg.types.json import Jsonb
 
             return lambda value: None if value is None else Jsonb(value, dumps=_json_text)
@@ -400,77 +440,35 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def _insert_sql(rows: int) -> str:
-    meta = CallRecord._meta
-    quote = connection.ops.quote_name
-    fields = _columns(connection.vendor).insert
-    names = ", ".join(quote(field.column) for field, _ in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    # Only the model's own column names are interpolated; every value is a parameter.
-    return (
-        f"INSERT INTO {quote(meta.db_table)} ({names}) "  # noqa: S608
-        f"VALUES {', '.join([row] * rows)} "
-        f"RETURNING {quote(meta.pk.column)}, {quote('request_id')}"
-    )
-
-
-def _insert_rows(inserts: list[_Op]) -> list[list[Any]]:
-    fields = _columns(connection.vendor).insert
+def _insert_rows(statements: _Statements, inserts: list[_Op]) -> list[list[Any]]:
     rows = []
     for op in inserts:
         values = op.fields
         rows.append(
             [
                 prepare(values[field.attname] if field.attname in values else field.get_default())
-                for field, prepare in fields
+                for field, prepare in statements.insert
             ]
         )
     return rows
 
 
-def _update_sql() -> str:
-    quote = connection.ops.quote_name
-    fields = _columns(connection.vendor).update
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field, _ in fields)
-    # Only the model's own column names are interpolated; every value is a parameter.
-    return (
-        f"UPDATE {quote(CallRecord._meta.db_table)} SET {assignments} "  # noqa: S608
-        f"WHERE {quote(CallRecord._meta.pk.column)} = %s"
-    )
-
-
-def _update_rows(updates: list[_Op]) -> list[list[Any]]:
-    fields = _columns(connection.vendor).update
+def _update_rows(statements: _Statements, updates: list[_Op]) -> list[list[Any]]:
     rows = []
     for op in updates:
         values = op.fields
-        row = [prepare(values.get(field.attname)) for field, prepare in fields]
+        row = [prepare(values.get(field.attname)) for field, prepare in statements.update]
         row.append(op.pk)
         rows.append(row)
     return rows
 
 
-def _touch_sql() -> str:
-    from django.apps import apps
-
-    # Looked up by name: audit does not import the gateway (see ARCHITECTURE.md). A plain
-    # UPDATE, not .save(): a save fires the signal that flushes every worker's keys.
-    meta = apps.get_model("gateway", "ApiKey")._meta
-    quote = connection.ops.quote_name
-    return (
-        f"UPDATE {quote(meta.db_table)} SET {quote(meta.get_field('last_used_at').column)} = %s "  # noqa: S608
-        f"WHERE {quote(meta.pk.column)} = %s"
-    )
-
-
-def _touch_rows(touches: list[_Op]) -> list[list[Any]]:
+def _touch_rows(statements: _Statements, touches: list[_Op]) -> list[list[Any]]:
     latest: dict[int, datetime] = {}
     for op in touches:
         key_id, when = op.fields["api_key_id"], op.fields["when"]
         latest[key_id] = max(when, latest.get(key_id, when))
-    from django.apps import apps
-
-    field = apps.get_model("gateway", "ApiKey")._meta.get_field("last_used_at")
+    field = statements.touch_field
     return [[field.get_db_prep_save(when, connection), key_id] for key_id, when in latest.items()]
 
 

@@ -360,7 +360,8 @@ class _Pool:
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         self.closed = False
 
-    async def acquire(self) -> _Connection:
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection still open and fresh; stale ones go."""
         expiry = self.client.keepalive_expiry
         now = time.monotonic()
         while self.idle:
@@ -369,6 +370,12 @@ class _Pool:
                 return conn
             conn._close()
             self.forget(conn)
+        return None
+
+    async def acquire(self) -> _Connection:
+        conn = self._take_idle()
+        if conn is not None:
+            return conn
         deadline = None
         while self.count >= self.client.max_connections:
             # Waiting for a free connection is bounded like opening one (httpx's pool timeout).
@@ -387,11 +394,9 @@ class _Pool:
                 raise
             finally:
                 timer.cancel()
-            if self.idle:
-                conn = self.idle.pop()
-                if not conn.closed:
-                    return conn
-                self.forget(conn)
+            conn = self._take_idle()
+            if conn is not None:
+                return conn
         self.count += 1
         try:
             return await self._connect()

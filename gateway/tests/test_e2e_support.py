@@ -234,7 +234,8 @@ class Gateway:
                 process.kill()
 
 
-def make_gateway(simulator, tmp_path: Path) -> Gateway:
+def make_gateway(simulator, tmp_path: Path, **settings: str) -> Gateway:
+    """A seeded gateway (not started); `settings` override its environment."""
     db_file = tmp_path / "meshgate.sqlite3"
     env = {
         **os.environ,
@@ -247,6 +248,7 @@ def make_gateway(simulator, tmp_path: Path) -> Gateway:
         "MESHGATE_LOG_LEVEL": "WARNING",
         "SIM_OPENAI_BASE": simulator.openai_base,
         "PYTHONPATH": str(ROOT),
+        **settings,
     }
     result = subprocess.run(
         [PYTHON, "-c", SEED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import time
 import uuid
 from decimal import ROUND_CEILING, Decimal
@@ -22,7 +21,7 @@ import pytest
 from gateway.quotas.admission import estimate_prompt_tokens, worst_case_nanos
 from gateway.quotas.periods import from_nanos
 from gateway.tests.test_e2e_audit import raw_stream_request, read_until, request_id_of
-from gateway.tests.test_e2e_support import PYTHON, ROOT, SEED, Gateway
+from gateway.tests.test_e2e_support import Gateway, make_gateway
 
 QUOTA_REDIS_URL = os.environ.get("MESHGATE_TEST_QUOTA_REDIS_URL", "redis://127.0.0.1:6379/12")
 BODY = {
@@ -64,25 +63,14 @@ def _clear_redis() -> None:
 def gateway(simulator, tmp_path_factory):
     _clear_redis()
     tmp_path = tmp_path_factory.mktemp("quota-gw")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "meshsite.settings",
-        "DATABASE_URL": _database_url(tmp_path),
-        "REDIS_URL": QUOTA_REDIS_URL,
-        "MESHGATE_CACHE_PREFIX": "quota-e2e-" + uuid.uuid4().hex[:8],
-        "MESHGATE_ALLOW_PRIVATE_UPSTREAMS": "true",
-        "MESHGATE_CACHE_CHECK_SECONDS": "0.2",
-        "MESHGATE_LOG_LEVEL": "WARNING",
-        "SIM_OPENAI_BASE": simulator.openai_base,
-        "PYTHONPATH": str(ROOT),
-    }
-    result = subprocess.run(
-        [PYTHON, "-c", SEED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    gw = make_gateway(
+        simulator,
+        tmp_path,
+        DATABASE_URL=_database_url(tmp_path),
+        REDIS_URL=QUOTA_REDIS_URL,
+        MESHGATE_CACHE_PREFIX="quota-e2e-" + uuid.uuid4().hex[:8],
+        MESHGATE_CACHE_CHECK_SECONDS="0.2",
     )
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-3000:])
-    keys = json.loads(result.stdout.strip().splitlines()[-1])
-    gw = Gateway(env, keys, tmp_path)
     gw.start()
     yield gw
     gw.stop()

@@ -25,12 +25,15 @@ import queue
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.db import connection, models, transaction
 
 from .models import CallRecord
+
+if TYPE_CHECKING:
+    from .loopwriter import LoopWriter
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ class _Op:
     loop: asyncio.AbstractEventLoop | None = None
     error: BaseException | None = field(default=None, repr=False)
     done: threading.Event | None = None  # for a sync caller waiting (`drain`)
+    alone: bool = False  # the loop writer retries it in a group of its own
 
 
 class AuditWriter:
@@ -84,6 +88,7 @@ class AuditWriter:
         self._lazy_signalled = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._loop_writer: LoopWriter | None = None  # PostgreSQL, on the gateway's loop
         self.batches = 0  # how many batches were written (the tests and the bench read it)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -102,6 +107,50 @@ class AuditWriter:
             self._queue.put(None)
             thread.join(timeout)
 
+    async def attach_loop(self) -> None:
+        """Write from the running loop itself, on PostgreSQL (see audit.loopwriter).
+
+        The gateway's lifespan calls it on its serving loop. If the connection cannot
+        be made, calls keep using the thread.
+        """
+        if connection.vendor != "postgresql" or self._loop_writer is not None:
+            return
+        from .loopwriter import LoopWriter
+
+        loop_writer = LoopWriter(asyncio.get_running_loop(), self._fallback)
+        try:
+            await loop_writer.connect()
+        except Exception as exc:
+            loop_writer._disconnect()
+            logger.warning("audit: writing through the thread only (%s)", type(exc).__name__)
+            return
+        self._loop_writer = loop_writer
+
+    async def detach_loop(self) -> None:
+        """Write what the loop writer holds, and close it (the gateway's shutdown)."""
+        loop_writer, self._loop_writer = self._loop_writer, None
+        if loop_writer is not None:
+            await loop_writer.close()
+
+    def _on_loop(self) -> LoopWriter | None:
+        """The loop writer, if it is usable and we are on its loop."""
+        loop_writer = self._loop_writer
+        if loop_writer is None or not loop_writer.usable:
+            return None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return loop_writer if running is loop_writer.loop else None
+
+    def _fallback(self, op: _Op) -> None:
+        """Take over an op the loop writer could not write (its connection broke)."""
+        if op.kind == "insert":
+            self.start()
+            self._queue.put(op)  # it keeps its future and loop: the thread resolves them
+        else:
+            self._queue_later(op)
+
     # --- what calls use -----------------------------------------------------------------
 
     async def insert(self, fields: dict[str, Any]) -> int:
@@ -114,6 +163,12 @@ class AuditWriter:
         For a caller with other work to do meanwhile. Await it through `asyncio.shield`:
         a cancelled caller must not cancel the future the writer thread resolves.
         """
+        loop_writer = self._on_loop()
+        if loop_writer is not None:
+            op = _Op("insert", fields, loop=loop_writer.loop)
+            op.future = loop_writer.loop.create_future()
+            loop_writer.submit(op)
+            return op.future
         op = _Op("insert", fields)
         self._enqueue(op)
         return op.future
@@ -129,10 +184,21 @@ class AuditWriter:
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is written."""
+        loop_writer = self._on_loop()
+        if loop_writer is not None:
+            await loop_writer.idle()
+            if self._thread is None or not self._thread.is_alive():
+                return  # nothing is queued for a thread that never started
         await self._submit(_Op("flush", {}))
 
     def drain(self, timeout: float = 10.0) -> None:
         """Block until everything queued before this call is written (sync code, tests)."""
+        loop_writer = self._loop_writer
+        if loop_writer is not None and loop_writer.loop.is_running() and not _on(loop_writer.loop):
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(loop_writer.idle(), loop_writer.loop).result(
+                    timeout
+                )
         thread = self._thread
         if thread is None or not thread.is_alive():
             return
@@ -145,6 +211,13 @@ class AuditWriter:
         self._later(_Op("touch", {"api_key_id": api_key_id, "when": when}))
 
     def _later(self, op: _Op) -> None:
+        loop_writer = self._on_loop()
+        if loop_writer is not None:
+            loop_writer.submit(op)
+            return
+        self._queue_later(op)
+
+    def _queue_later(self, op: _Op) -> None:
         """Queue a write nobody waits for: it rides with the next insert's commit, or is
         written within LAZY_SECONDS. At one call at a time that is one commit per call
         instead of two, and the next call's insert does not queue behind a completion."""
@@ -336,6 +409,13 @@ class AuditWriter:
             op.loop.call_soon_threadsafe(settle)
 
 
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 # --- statements and value adaptation, built once per database vendor ---------------------------
 
 # Field types whose database value is the Python value itself (ints, strings, booleans):
@@ -397,9 +477,12 @@ def _build_statements(vendor: str) -> _Statements:
         insert_row="(" + ", ".join(["%s"] * len(insert)) + ")",
         insert_returning=f"RETURNING {pk}, {quote('request_id')}",
         update_sql=f"UPDATE {table} SET {assignments} WHERE {pk} = %s",  # noqa: S608
+        # Only ever forward in time (writes may land out of order), and no row
+        # rewritten when the time is not newer.
         touch_sql=(
             f"UPDATE {quote(key_meta.db_table)} SET {quote(touch_field.column)} = %s "  # noqa: S608
-            f"WHERE {quote(key_meta.pk.column)} = %s"
+            f"WHERE {quote(key_meta.pk.column)} = %s AND ({quote(touch_field.column)} IS NULL "
+            f"OR {quote(touch_field.column)} < %s)"
         ),
         touch_field=touch_field,
     )
@@ -469,7 +552,11 @@ def _touch_rows(statements: _Statements, touches: list[_Op]) -> list[list[Any]]:
         key_id, when = op.fields["api_key_id"], op.fields["when"]
         latest[key_id] = max(when, latest.get(key_id, when))
     field = statements.touch_field
-    return [[field.get_db_prep_save(when, connection), key_id] for key_id, when in latest.items()]
+    rows = []
+    for key_id in sorted(latest):  # in key order: two writers cannot deadlock on their rows
+        when = field.get_db_prep_save(latest[key_id], connection)
+        rows.append([when, key_id, when])
+    return rows
 
 
 writer = AuditWriter()

@@ -54,6 +54,7 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 writer.start()
+                await writer.attach_loop()
                 versioning.start_refresher()
                 try:
                     # Keys and the catalog are loaded (and adapters imported) before the first call.
@@ -64,6 +65,7 @@ class GatewayApp:
             elif message["type"] == "lifespan.shutdown":
                 await versioning.stop_refresher()
                 await clients.close_all()
+                await writer.detach_loop()
                 await asyncio.get_running_loop().run_in_executor(None, writer.stop)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -1,0 +1,434 @@
+"""PostgreSQL audit writes from the gateway's own event loop: no thread, no hand-off.
+
+At one call at a time, the writer thread's hand-offs (queue, wake-up, then the
+interpreter lock passed back and forth while the loop admits the call) cost
+several times the insert itself. So the gateway's lifespan attaches a LoopWriter
+to its serving loop (`AuditWriter.attach_loop`), and calls on that loop write
+through it; anything else (another loop, a test's `asyncio.run`) still goes
+through the thread in `audit.writer`.
+
+One libpq connection, non-blocking, in pipeline mode, watched by the loop
+(`add_reader`). Its statements are prepared once and take text parameters. A
+*group* is some statements and a Sync: one implicit transaction, one commit, one
+round trip. A group goes out as soon as it is asked for while fewer than
+MAX_IN_FLIGHT groups are in flight; otherwise what arrives meanwhile waits and
+goes as one group when an earlier one comes back (group commit: at one call at a
+time each insert commits alone and at once; under load, groups grow instead of
+commits multiplying). An insert's future resolves once its group committed.
+
+If a statement fails, PostgreSQL aborts its whole group: the group's statements
+are sent again one group each, and an insert that still fails gets
+`AuditUnavailable` (the gateway answers 503 and sends nothing upstream). If the
+connection breaks, everything unanswered is handed to the writer thread, which
+retries on a fresh connection, and this writer reconnects a moment later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from django.db import connection, models
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from .writer import _Op, _Statements
+
+logger = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 2  # groups sent and not yet answered
+MAX_GROUP = 500  # statements in one group
+RECONNECT_SECONDS = 2.0
+_NOT_LIBPQ = {"cursor_factory", "context", "prepare_threshold", "server_side_binding"}
+_INSERT = b"meshgate_audit_insert"
+_UPDATE = b"meshgate_audit_update"
+_TOUCH = b"meshgate_audit_touch"
+
+
+class LoopWriter:
+    def __init__(self, loop: asyncio.AbstractEventLoop, fallback: Callable[[_Op], None]) -> None:
+        self.loop = loop
+        self.usable = False  # connected and prepared; the AuditWriter routes here only then
+        self.groups_sent = 0  # the tests read it
+        self._fallback = fallback  # hands an op to the writer thread
+        self._pgconn: Any = None
+        self._waiting: collections.deque[_Op] = collections.deque()
+        self._in_flight: collections.deque[list[_Op | None]] = collections.deque()
+        self._results: list[Any] = []  # the oldest group's statement results so far
+        self._result: Any = None  # a statement's result, until its end marker
+        self._writing = False  # waiting for the socket to take the rest of our output
+        self._idle: list[asyncio.Future] = []
+        self._ready: asyncio.Future | None = None
+        self._closing = False
+        self._encoders: tuple[list, list] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, prepare the statements; raise if that fails."""
+        from psycopg import pq
+        from psycopg.conninfo import make_conninfo
+
+        from .writer import _statements
+
+        sql = _statements("postgresql")
+        self._encoders = _encoders(sql)
+        params = {
+            key: value
+            for key, value in connection.get_connection_params().items()
+            if key not in _NOT_LIBPQ and value is not None
+        }
+        conninfo = make_conninfo(**params).encode()
+        pgconn = await self.loop.run_in_executor(None, pq.PGconn.connect, conninfo)
+        if pgconn.status != pq.ConnStatus.OK:
+            message = pgconn.get_error_message() if hasattr(pgconn, "get_error_message") else ""
+            pgconn.finish()
+            raise ConnectionError(f"audit: cannot connect for the loop writer: {message}")
+        pgconn.nonblocking = 1
+        pgconn.enter_pipeline_mode()
+        self._pgconn = pgconn
+        self._ready = self.loop.create_future()
+        pgconn.send_query_params(b"SET TIME ZONE 'UTC'", None)
+        pgconn.send_prepare(_INSERT, _numbered(sql.insert_sql(1)).encode())
+        pgconn.send_prepare(_UPDATE, _numbered(sql.update_sql).encode())
+        pgconn.send_prepare(_TOUCH, _numbered(sql.touch_sql).encode())
+        pgconn.pipeline_sync()
+        self._in_flight.append([None, None, None, None])  # set-up: no ops to resolve
+        self.loop.add_reader(pgconn.socket, self._on_readable)
+        self._flush()
+        await asyncio.wait_for(asyncio.shield(self._ready), timeout=10)
+        self.usable = True
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Write what is waiting, then close the connection."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle(), timeout)
+        self.usable = False
+        self._disconnect()
+
+    async def idle(self) -> None:
+        """Wait until everything submitted so far has been answered."""
+        if not self._waiting and not self._in_flight:
+            return
+        waiter = self.loop.create_future()
+        self._idle.append(waiter)
+        await asyncio.shield(waiter)
+
+    # --- what the AuditWriter uses ------------------------------------------------------
+
+    def submit(self, op: _Op) -> None:
+        self._waiting.append(op)
+        if len(self._in_flight) < MAX_IN_FLIGHT and not self._writing:
+            self._send()
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _send(self) -> None:
+        """Send what is waiting as groups, while fewer than MAX_IN_FLIGHT are in flight."""
+        pgconn = self._pgconn
+        try:
+            while self._waiting and len(self._in_flight) < MAX_IN_FLIGHT:
+                group = self._take_group()
+                for op in group:
+                    self._send_op(pgconn, op)
+                pgconn.pipeline_sync()
+                self._in_flight.append(group)
+                self.groups_sent += 1
+            self._flush()
+        except Exception as exc:
+            self._broken(exc)
+
+    def _take_group(self) -> list[_Op]:
+        """The next group: what waits, up to MAX_GROUP statements; an op being retried
+        alone after its group failed goes in a group of its own."""
+        first = self._waiting.popleft()
+        group = [first]
+        if first.alone:
+            return group
+        touched: dict[int, _Op] = {}
+        while self._waiting and len(group) < MAX_GROUP and not self._waiting[0].alone:
+            op = self._waiting.popleft()
+            if op.kind == "touch":
+                # One UPDATE per key and group, the latest use; in key order, so two
+                # processes touching the same keys cannot deadlock.
+                key = op.fields["api_key_id"]
+                seen = touched.get(key)
+                if seen is None or op.fields["when"] > seen.fields["when"]:
+                    touched[key] = op
+                continue
+            group.append(op)
+        if first.kind == "touch":
+            group.pop(0)
+            key = first.fields["api_key_id"]
+            if key not in touched or first.fields["when"] > touched[key].fields["when"]:
+                touched[key] = first
+        group.extend(touched[key] for key in sorted(touched))
+        return group
+
+    def _send_op(self, pgconn: Any, op: _Op) -> None:
+        inserts, updates = self._encoders
+        values = op.fields
+        if op.kind == "insert":
+            params = [
+                encode(values[name] if name in values else default())
+                for name, default, encode in inserts
+            ]
+            pgconn.send_query_prepared(_INSERT, params)
+        elif op.kind == "update":
+            params = [encode(values.get(name)) for name, encode in updates]
+            params.append(b"%d" % op.pk)
+            pgconn.send_query_prepared(_UPDATE, params)
+        else:
+            when = values["when"].isoformat().encode()
+            pgconn.send_query_prepared(_TOUCH, [when, b"%d" % values["api_key_id"], when])
+
+    def _flush(self) -> None:
+        """Push our output to the socket; wait for it to drain if it is full."""
+        if self._pgconn.flush() == 0:
+            if self._writing:
+                self._writing = False
+                self.loop.remove_writer(self._pgconn.socket)
+        elif not self._writing:
+            self._writing = True
+            self.loop.add_writer(self._pgconn.socket, self._on_writable)
+
+    def _on_writable(self) -> None:
+        try:
+            self._flush()
+            if not self._writing:
+                self._on_readable()  # libpq may have read answers while it waited to write
+                if self._waiting:
+                    self._send()
+        except Exception as exc:
+            self._broken(exc)
+
+    # --- receiving ----------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        from psycopg import pq
+
+        pgconn = self._pgconn
+        if pgconn is None:
+            return
+        try:
+            pgconn.consume_input()
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    if self._result is None:
+                        break  # nothing more has arrived
+                    self._results.append(self._result)  # the end of a statement's results
+                    self._result = None
+                elif result.status == pq.ExecStatus.PIPELINE_SYNC:
+                    self._group_done()
+                else:
+                    self._result = result
+            if pgconn.status != pq.ConnStatus.OK:
+                raise ConnectionError("the audit connection was lost")
+        except Exception as exc:
+            self._broken(exc)
+            return
+        if self._waiting and not self._writing:
+            self._send()
+        if not self._waiting and not self._in_flight:
+            for waiter in self._idle:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle.clear()
+
+    def _group_done(self) -> None:
+        from psycopg import pq
+
+        group, results = self._in_flight.popleft(), self._results
+        self._results = []
+        good = len(results) == len(group) and all(
+            result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
+            for result in results
+        )
+        if group and group[0] is None:  # the set-up group
+            if good:
+                self._ready.set_result(None)
+            else:
+                self._ready.set_exception(ConnectionError(_error_of(results)))
+            return
+        if good:
+            for op, result in zip(group, results, strict=True):
+                if op.kind == "insert":
+                    _settle(op, int(result.get_value(0, 0)))
+            return
+        if len(group) > 1:
+            # The group was one transaction, and it rolled back: each op goes again alone.
+            logger.warning("audit: a group of %d failed, retrying one by one", len(group))
+            for op in reversed(group):
+                op.alone = True
+                self._waiting.appendleft(op)
+            return
+        op = group[0]
+        logger.error("audit: %s failed: %s", op.kind, _error_of(results))
+        if op.kind == "insert":
+            _fail(op)
+
+    def _broken(self, exc: BaseException) -> None:
+        """The connection failed: hand everything unanswered to the thread, reconnect later."""
+        if self._pgconn is None:
+            return
+        logger.warning("audit: the loop writer's connection failed (%s)", type(exc).__name__)
+        self.usable = False
+        self._disconnect()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(ConnectionError("the audit connection failed"))
+        ops = [op for group in self._in_flight for op in group if op is not None]
+        ops.extend(self._waiting)
+        self._in_flight.clear()
+        self._waiting.clear()
+        self._results, self._result = [], None
+        for op in ops:
+            op.alone = False
+            self._fallback(op)
+        for waiter in self._idle:
+            if not waiter.done():
+                waiter.set_result(None)  # what was waiting is the thread's now
+        self._idle.clear()
+        if not self._closing:
+            self.loop.call_later(RECONNECT_SECONDS, self._reconnect_soon)
+
+    def _reconnect_soon(self) -> None:
+        if self._closing or self.usable:
+            return
+        task = self.loop.create_task(self._reconnect())
+        task.add_done_callback(_ignore)
+
+    async def _reconnect(self) -> None:
+        try:
+            await self.connect()
+            logger.info("audit: the loop writer reconnected")
+        except Exception as exc:
+            self._disconnect()
+            logger.warning("audit: the loop writer cannot reconnect yet (%s)", type(exc).__name__)
+            if not self._closing:
+                self.loop.call_later(RECONNECT_SECONDS, self._reconnect_soon)
+
+    def _disconnect(self) -> None:
+        pgconn, self._pgconn = self._pgconn, None
+        if pgconn is None:
+            return
+        with contextlib.suppress(Exception):
+            self.loop.remove_reader(pgconn.socket)
+        if self._writing:
+            self._writing = False
+            with contextlib.suppress(Exception):
+                self.loop.remove_writer(pgconn.socket)
+        with contextlib.suppress(Exception):
+            pgconn.finish()
+
+
+def _settle(op: _Op, pk: int) -> None:
+    op.pk = pk
+    if not op.future.done():
+        op.future.set_result(pk)
+
+
+def _fail(op: _Op) -> None:
+    from .writer import AuditUnavailable
+
+    if not op.future.done():
+        op.future.set_exception(AuditUnavailable())
+
+
+def _ignore(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _error_of(results: list[Any]) -> str:
+    """The failing statement's SQLSTATE and message, without its DETAIL (which may quote values)."""
+    from psycopg import pq
+
+    for result in results:
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            state = result.error_field(pq.DiagnosticField.SQLSTATE) or b""
+            message = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b""
+            return f"{state.decode()} {message.decode(errors='replace')}"
+    return "no result"
+
+
+def _numbered(sql: str) -> str:
+    """Django's %s placeholders as PostgreSQL's $1, $2, ..."""
+    parts = sql.split("%s")
+    numbered = [part + f"${index}" for index, part in enumerate(parts[:-1], 1)]
+    return "".join(numbered) + parts[-1]
+
+
+# --- values as PostgreSQL's text format -------------------------------------------------------
+
+
+def _encoders(sql: _Statements) -> tuple[list, list]:
+    from .writer import _identity
+
+    """(name, default, encode) per inserted column; (name, encode) per completion column."""
+
+    def encoder(field: models.Field, prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        # Django's get_db_prep_save takes several microseconds a value (settings and
+        # time-zone checks); these types are written as PostgreSQL reads them.
+        if isinstance(field, models.JSONField):
+            return _json
+        if isinstance(field, models.DateTimeField):
+            return _datetime
+        if isinstance(field, models.DecimalField):
+            return _decimal
+        if prepare is _identity:
+            return _text
+        return lambda value: _text(prepare(value))
+
+    inserts = [
+        (field.attname, field.get_default, encoder(field, prepare)) for field, prepare in sql.insert
+    ]
+    updates = [(field.attname, encoder(field, prepare)) for field, prepare in sql.update]
+    return inserts, updates
+
+
+def _json(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+def _datetime(value: datetime | None) -> bytes | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # as Django reads a naive datetime: in the default time zone
+        value = timezone.make_aware(value)
+    return value.isoformat().encode()
+
+
+def _decimal(value: Decimal | None) -> bytes | None:
+    return None if value is None else str(value).encode()
+
+
+def _text(value: Any) -> bytes | None:
+    kind = type(value)
+    if value is None:
+        return None
+    if kind is str:
+        return value.encode()
+    if kind is bool:
+        return b"t" if value else b"f"
+    if kind is int:
+        return b"%d" % value
+    if isinstance(value, datetime | date):
+        return value.isoformat().encode()
+    if isinstance(value, Decimal):
+        return str(value).encode()
+    return str(value).encode()

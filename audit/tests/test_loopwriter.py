@@ -1,0 +1,208 @@
+"""The loop writer (PostgreSQL): audit writes from the event loop, against the real database.
+
+Each test attaches an AuditWriter to its own loop, as the gateway's lifespan does,
+and checks what PostgreSQL holds afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from audit import loopwriter
+from audit.models import CallRecord
+from audit.tests.test_writer import closing, opening
+from audit.writer import AuditUnavailable, AuditWriter
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        connection.vendor != "postgresql", reason="the loop writer serves PostgreSQL only"
+    ),
+]
+
+
+@pytest.fixture
+def writer():
+    instance = AuditWriter()
+    yield instance
+    instance.stop()
+
+
+def run_attached(writer: AuditWriter, body):
+    """Run `body(loop_writer)` on a new loop with `writer` attached to it, then detach."""
+
+    async def main():
+        await writer.attach_loop()
+        loop_writer = writer._loop_writer
+        assert loop_writer is not None and loop_writer.usable
+        try:
+            return await body(loop_writer)
+        finally:
+            await writer.detach_loop()
+
+    return asyncio.run(main())
+
+
+def test_inserts_completions_and_key_touches_are_written_in_a_few_groups(writer, cast):
+    from gateway.models import ApiKey
+    from gateway.services import apikey_create
+
+    api_key, _ = apikey_create(owner=cast.alice, department=cast.marketing, purpose="loop")
+    started = datetime(2026, 11, 27, 10, 30, 15, 123456, tzinfo=UTC)
+    latest = datetime.now(UTC).replace(microsecond=0)
+
+    async def call(index: int) -> int:
+        pk = await writer.insert(
+            opening(
+                purpose=f"call {index}",
+                started_at=started,
+                streamed=index % 2 == 0,
+                client_ip="2001:db8::1" if index == 3 else "10.0.0.7",
+                request_body={"messages": [{"role": "user", "content": f"héllo {index}"}]},
+                user_id=cast.alice.pk,
+            )
+        )
+        writer.complete(pk, closing(latency_ms=index, cost=Decimal("0.0000123456")))
+        writer.touch_key(api_key.pk, latest - timedelta(seconds=index))
+        return pk
+
+    async def body(loop_writer):
+        pks = await asyncio.gather(*(call(index) for index in range(100)))
+        await writer.flush()
+        return pks, loop_writer.groups_sent
+
+    pks, groups = run_attached(writer, body)
+    assert len(set(pks)) == 100
+    assert CallRecord.objects.filter(pk__in=pks, outcome="ok").count() == 100
+    # 100 inserts, 100 completions and 100 touches, in far fewer transactions; none
+    # went through the writer thread.
+    assert groups < 60
+    assert writer.batches == 0
+    record = CallRecord.objects.get(purpose="call 3")
+    assert record.started_at == started
+    assert record.streamed is False and record.client_ip == "2001:db8::1"
+    assert record.request_body == {"messages": [{"role": "user", "content": "héllo 3"}]}
+    assert record.latency_ms == 3 and record.cost == Decimal("0.0000123456")
+    assert record.attempts == [{"llm": "sim/gpt-4o", "status": 200}]
+    assert record.response_body == {"content": "hello"}
+    assert record.input_price == Decimal("2.5") and record.user_id == cast.alice.pk
+    assert CallRecord.objects.get(purpose="call 4").streamed is True
+    assert ApiKey.objects.get(pk=api_key.pk).last_used_at == latest
+
+
+def test_an_opened_record_is_committed_before_its_insert_returns(writer):
+    async def body(_loop_writer):
+        pk = await writer.insert(opening())
+        # Another connection sees it at once: the insert's group committed.
+        return pk, await asyncio.to_thread(_outcome_elsewhere, pk)
+
+    pk, outcome = run_attached(writer, body)
+    assert outcome == CallRecord.Outcome.INTERRUPTED
+    assert CallRecord.objects.get(pk=pk).ended_at is None
+
+
+def _outcome_elsewhere(pk: int) -> str:
+    try:
+        return CallRecord.objects.get(pk=pk).outcome
+    finally:
+        connection.close()
+
+
+def test_one_failing_insert_does_not_sink_the_others_in_its_group(writer):
+    duplicate = opening()
+
+    async def body(_loop_writer):
+        await writer.insert(duplicate)
+        return await asyncio.gather(
+            *(writer.insert(opening()) for _ in range(3)),
+            writer.insert(dict(duplicate)),
+            *(writer.insert(opening()) for _ in range(3)),
+            return_exceptions=True,
+        )
+
+    results = run_attached(writer, body)
+    assert isinstance(results[3], AuditUnavailable)
+    assert all(isinstance(pk, int) for pk in results[:3] + results[4:])
+    assert CallRecord.objects.count() == 7
+
+
+def test_an_unwritable_trail_refuses_the_insert_and_recovers(writer):
+    table = CallRecord._meta.db_table
+
+    def block(on: bool) -> None:
+        with connection.cursor() as cursor:
+            if on:
+                cursor.execute(
+                    f"ALTER TABLE {table} ADD CONSTRAINT no_writes CHECK (false) NOT VALID"
+                )
+            else:
+                cursor.execute(f"ALTER TABLE {table} DROP CONSTRAINT no_writes")
+        connection.close()
+
+    async def body(_loop_writer):
+        await writer.insert(opening())  # connected and prepared before the table changes
+        await asyncio.to_thread(block, True)
+        try:
+            refused = await asyncio.gather(writer.insert(opening()), return_exceptions=True)
+        finally:
+            await asyncio.to_thread(block, False)
+        return refused[0], await writer.insert(opening())
+
+    refused, later = run_attached(writer, body)
+    assert isinstance(refused, AuditUnavailable)
+    assert CallRecord.objects.filter(pk=later).exists()
+    assert CallRecord.objects.count() == 2
+
+
+def test_a_lost_connection_hands_its_work_to_the_thread_and_reconnects(writer, monkeypatch):
+    monkeypatch.setattr(loopwriter, "RECONNECT_SECONDS", 0.2)
+
+    async def body(loop_writer):
+        first = await writer.insert(opening(purpose="before"))
+        pid = loop_writer._pgconn.backend_pid
+        await asyncio.to_thread(_terminate, pid)
+        # Sent on the dead connection: the thread takes it over and writes it.
+        second = await writer.insert(opening(purpose="during"))
+        writer.complete(second, closing())
+        deadline = time.monotonic() + 10
+        while not loop_writer.usable and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert loop_writer.usable, "the loop writer did not reconnect"
+        assert loop_writer._pgconn.backend_pid != pid
+        groups = loop_writer.groups_sent
+        third = await writer.insert(opening(purpose="after"))
+        await writer.flush()
+        return first, second, third, loop_writer.groups_sent - groups
+
+    first, second, third, groups = run_attached(writer, body)
+    assert groups == 1  # the third went through the reconnected loop writer
+    assert writer.batches >= 1  # the second through the thread
+    records = {r.purpose: r for r in CallRecord.objects.all()}
+    assert set(records) == {"before", "during", "after"}
+    assert records["during"].pk == second and records["during"].outcome == "ok"
+    assert records["before"].pk == first and records["after"].pk == third
+
+
+def _terminate(pid: int) -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        connection.close()
+
+
+def test_calls_from_another_loop_use_the_thread(writer):
+    async def body(loop_writer):
+        groups = loop_writer.groups_sent
+        other = await asyncio.to_thread(asyncio.run, writer.insert(opening(purpose="other")))
+        return other, loop_writer.groups_sent - groups
+
+    other, groups = run_attached(writer, body)
+    assert groups == 0 and writer.batches == 1
+    assert CallRecord.objects.get(pk=other).purpose == "other"

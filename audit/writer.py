@@ -12,6 +12,10 @@ so a lone call costs one commit, not two, and its successor's insert never
 queues behind its completion. If a batch fails, its items are retried one by
 one so a single bad row cannot sink the others, and the callers whose insert still failed get
 `AuditUnavailable` (the gateway answers 503 and sends nothing upstream).
+
+On PostgreSQL, calls on the gateway's serving loop write through the loop writer
+instead (`attach_loop`, audit.loopwriter), which hands its work back to this
+thread if its connection breaks.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ are sent again one group each, and an insert that still fails gets
 `AuditUnavailable` (the gateway answers 503 and sends nothing upstream). If the
 connection breaks, everything unanswered is handed to the writer thread, which
 retries on a fresh connection, and this writer reconnects a moment later.
+
+On SQLite, `SQLiteLoopWriter` writes between the loop's callbacks: an insert and
+its commit take ~30 µs in process, less than waking the thread.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -432,3 +435,181 @@ def _text(value: Any) -> bytes | None:
     if isinstance(value, Decimal):
         return str(value).encode()
     return str(value).encode()
+
+
+class SQLiteLoopWriter:
+    """SQLite: the writes run on the loop itself, between its callbacks.
+
+    An insert and its commit (WAL, synchronous=NORMAL) take ~30 µs in process, far
+    less than waking the writer thread and trading the interpreter lock with it.
+    What is submitted during one turn of the loop is written as one transaction at
+    the start of the next. This connection never waits for SQLite's write lock
+    (busy_timeout 0): if another writer holds it (the thread, a Celery task, the
+    admin), the group goes to the writer thread, which waits in its own time.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fallback: Callable[[_Op], None]) -> None:
+        self.loop = loop
+        self.usable = False
+        self.groups_sent = 0
+        self._fallback = fallback
+        self._db: Any = None
+        self._waiting: list[_Op] = []
+        self._scheduled = False
+        self._idle: list[asyncio.Future] = []
+        self._sql: tuple[str, str, str] = ("", "", "")
+        self._encoders: tuple[list, list] | None = None
+
+    async def connect(self) -> None:
+        import sqlite3
+
+        from .writer import _statements
+
+        name = str(connection.settings_dict["NAME"])
+        if name == ":memory:" or "mode=memory" in name:
+            raise ConnectionError("an in-memory database is not shared with another connection")
+        sql = _statements("sqlite")
+        self._sql = (
+            sql.insert_sql(1).replace("%s", "?"),
+            sql.update_sql.replace("%s", "?"),
+            sql.touch_sql.replace("%s", "?"),
+        )
+        self._encoders = _sqlite_encoders(sql)
+        db = sqlite3.connect(
+            name, isolation_level=None, check_same_thread=False, uri=name.startswith("file:")
+        )
+        db.execute("PRAGMA busy_timeout = 0")
+        db.execute("PRAGMA synchronous = NORMAL")
+        self._db = db
+        self.usable = True
+
+    async def close(self, timeout: float = 10.0) -> None:
+        if self._waiting:
+            self._write()
+        self.usable = False
+        self._disconnect()
+
+    async def idle(self) -> None:
+        if not self._scheduled:
+            return
+        waiter = self.loop.create_future()
+        self._idle.append(waiter)
+        await asyncio.shield(waiter)
+
+    def submit(self, op: _Op) -> None:
+        self._waiting.append(op)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        import sqlite3
+
+        self._scheduled = False
+        group, self._waiting = self._waiting, []
+        try:
+            if group:
+                self._write_group(group)
+        except sqlite3.OperationalError as exc:
+            # Locked by another writer, or a schema problem: the thread waits for the
+            # lock, retries one by one, and refuses what it still cannot write.
+            logger.info("audit: SQLite refused the loop's write (%s)", type(exc).__name__)
+            for op in group:
+                self._fallback(op)
+        except sqlite3.Error:
+            if len(group) > 1:
+                logger.warning("audit: a group of %d failed, retrying one by one", len(group))
+            for op in group:
+                self._write_alone(op)
+        finally:
+            for waiter in self._idle:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle.clear()
+
+    def _write_alone(self, op: _Op) -> None:
+        import sqlite3
+
+        try:
+            self._write_group([op])
+        except sqlite3.OperationalError:
+            self._fallback(op)
+        except sqlite3.Error as exc:
+            logger.error("audit: %s failed: %s", op.kind, type(exc).__name__)
+            if op.kind == "insert":
+                _fail(op)
+
+    def _write_group(self, group: list[_Op]) -> None:
+        db = self._db
+        insert_sql, update_sql, touch_sql = self._sql
+        inserts, updates = self._encoders
+        opened: list[tuple[_Op, int]] = []
+        touched: dict[int, datetime] = {}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op in group:
+                values = op.fields
+                if op.kind == "insert":
+                    row = db.execute(
+                        insert_sql,
+                        [
+                            encode(values[name] if name in values else default())
+                            for name, default, encode in inserts
+                        ],
+                    ).fetchone()
+                    opened.append((op, row[0]))
+                elif op.kind == "update":
+                    params = [encode(values.get(name)) for name, encode in updates]
+                    params.append(op.pk)
+                    db.execute(update_sql, params)
+                else:
+                    key, when = values["api_key_id"], values["when"]
+                    touched[key] = max(when, touched.get(key, when))
+            for key in sorted(touched):
+                when = _sqlite_datetime(touched[key])
+                db.execute(touch_sql, [when, key, when])
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.groups_sent += 1
+        for op, pk in opened:
+            _settle(op, pk)
+
+    def _disconnect(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
+
+
+def _sqlite_encoders(sql: _Statements) -> tuple[list, list]:
+    """As `_encoders`, for SQLite: Django's preparers, but datetimes and decimals written
+    directly as Django's SQLite backend writes them."""
+
+    def encoder(field: models.Field, prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        if isinstance(field, models.DateTimeField):
+            return _sqlite_datetime
+        if isinstance(field, models.DecimalField):
+            return _sqlite_decimal
+        return prepare
+
+    inserts = [
+        (field.attname, field.get_default, encoder(field, prepare)) for field, prepare in sql.insert
+    ]
+    updates = [(field.attname, encoder(field, prepare)) for field, prepare in sql.update]
+    return inserts, updates
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    """UTC, naive, as `str()` gives it: what Django's SQLite backend stores."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return str(value)
+
+
+def _sqlite_decimal(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)

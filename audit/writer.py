@@ -112,16 +112,20 @@ class AuditWriter:
             thread.join(timeout)
 
     async def attach_loop(self) -> None:
-        """Write from the running loop itself, on PostgreSQL (see audit.loopwriter).
+        """Write from the running loop itself (see audit.loopwriter): on PostgreSQL over a
+        pipelined connection of its own, on SQLite between the loop's callbacks.
 
         The gateway's lifespan calls it on its serving loop. If the connection cannot
         be made, calls keep using the thread.
         """
-        if connection.vendor != "postgresql" or self._loop_writer is not None:
+        if self._loop_writer is not None:
             return
-        from .loopwriter import LoopWriter
+        from .loopwriter import LoopWriter, SQLiteLoopWriter
 
-        loop_writer = LoopWriter(asyncio.get_running_loop(), self._fallback)
+        kind = {"postgresql": LoopWriter, "sqlite": SQLiteLoopWriter}.get(connection.vendor)
+        if kind is None:
+            return
+        loop_writer = kind(asyncio.get_running_loop(), self._fallback)
         try:
             await loop_writer.connect()
         except Exception as exc:

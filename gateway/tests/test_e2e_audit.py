@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sqlite3
+import threading
 import time
 
 import httpx
@@ -174,6 +175,40 @@ def test_when_the_record_cannot_be_written_the_call_is_refused_with_503(gateway,
         headers=headers(gateway),
     )
     assert again.status_code == 200
+
+
+def test_a_call_made_while_another_process_holds_the_write_lock_waits_for_it(gateway):
+    """The loop writes its records itself, but never waits for SQLite's lock on the loop:
+    the writer thread waits instead, and other calls go on meanwhile."""
+    db = sqlite3.connect(gateway.env["DATABASE_URL"].removeprefix("sqlite:///"), timeout=10)
+    db.isolation_level = None
+    db.execute("BEGIN IMMEDIATE")  # another writer (the admin, a Celery task) holds the lock
+    answers = []
+    call = threading.Thread(
+        target=lambda: answers.append(
+            httpx.post(
+                gateway.url + "/chat/completions",
+                json={"model": "sim/gpt-4o", "messages": MESSAGES},
+                headers=headers(gateway),
+                timeout=30,
+            )
+        )
+    )
+    try:
+        call.start()
+        time.sleep(0.5)
+        assert answers == []  # its record waits for the lock...
+        started = time.monotonic()
+        models = httpx.get(gateway.url + "/models", headers=headers(gateway), timeout=5)
+        assert models.status_code == 200  # ...while the loop serves other calls
+        assert time.monotonic() - started < 1
+    finally:
+        db.execute("COMMIT")
+        db.close()
+        call.join(timeout=30)
+    assert answers[0].status_code == 200
+    record = gateway.record(answers[0].headers["x-request-id"])
+    assert record["outcome"] == "ok"
 
 
 def test_a_gateway_killed_mid_call_leaves_an_interrupted_record(gateway):

@@ -54,6 +54,7 @@ _NOT_LIBPQ = {"cursor_factory", "context", "prepare_threshold", "server_side_bin
 _INSERT = b"meshgate_audit_insert"
 _UPDATE = b"meshgate_audit_update"
 _TOUCH = b"meshgate_audit_touch"
+_STATEMENT = {"insert": _INSERT, "update": _UPDATE, "touch": _TOUCH}
 
 
 class LoopWriter:
@@ -140,11 +141,13 @@ class LoopWriter:
         pgconn = self._pgconn
         try:
             while self._waiting and len(self._in_flight) < MAX_IN_FLIGHT:
-                group = self._take_group()
-                for op in group:
-                    self._send_op(pgconn, op)
+                group = [found for op in self._take_group() if (found := self._encoded(op))]
+                if not group:
+                    continue
+                for op, params in group:
+                    pgconn.send_query_prepared(_STATEMENT[op.kind], params)
                 pgconn.pipeline_sync()
-                self._in_flight.append(group)
+                self._in_flight.append([op for op, _params in group])
                 self.groups_sent += 1
             self._flush()
         except Exception as exc:
@@ -177,22 +180,29 @@ class LoopWriter:
         group.extend(touched[key] for key in sorted(touched))
         return group
 
-    def _send_op(self, pgconn: Any, op: _Op) -> None:
+    def _encoded(self, op: _Op) -> tuple[_Op, list[bytes | None]] | None:
+        """The op and its parameters; None if a value cannot be written (the op fails
+        alone, the connection and the rest of the group are not concerned)."""
         inserts, updates = self._encoders
         values = op.fields
-        if op.kind == "insert":
-            params = [
-                encode(values[name] if name in values else default())
-                for name, default, encode in inserts
-            ]
-            pgconn.send_query_prepared(_INSERT, params)
-        elif op.kind == "update":
-            params = [encode(values.get(name)) for name, encode in updates]
-            params.append(b"%d" % op.pk)
-            pgconn.send_query_prepared(_UPDATE, params)
-        else:
-            when = values["when"].isoformat().encode()
-            pgconn.send_query_prepared(_TOUCH, [when, b"%d" % values["api_key_id"], when])
+        try:
+            if op.kind == "insert":
+                params = [
+                    encode(values[name] if name in values else default())
+                    for name, default, encode in inserts
+                ]
+            elif op.kind == "update":
+                params = [encode(values.get(name)) for name, encode in updates]
+                params.append(b"%d" % op.pk)
+            else:
+                when = values["when"].isoformat().encode()
+                params = [when, b"%d" % values["api_key_id"], when]
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            logger.error("audit: %s cannot be written: %s", op.kind, type(exc).__name__)
+            if op.kind == "insert":
+                _fail(op)
+            return None
+        return op, params
 
     def _flush(self) -> None:
         """Push our output to the socket; wait for it to drain if it is full."""
@@ -425,7 +435,11 @@ def _text(value: Any) -> bytes | None:
     if value is None:
         return None
     if kind is str:
-        return value.encode()
+        encoded = value.encode()
+        if b"\x00" in encoded:
+            # PostgreSQL would cut the text there without a word; psycopg refuses it too.
+            raise ValueError("a NUL character in text")
+        return encoded
     if kind is bool:
         return b"t" if value else b"f"
     if kind is int:
@@ -434,7 +448,7 @@ def _text(value: Any) -> bytes | None:
         return value.isoformat().encode()
     if isinstance(value, Decimal):
         return str(value).encode()
-    return str(value).encode()
+    return _text(str(value))
 
 
 class SQLiteLoopWriter:
@@ -516,7 +530,7 @@ class SQLiteLoopWriter:
             logger.info("audit: SQLite refused the loop's write (%s)", type(exc).__name__)
             for op in group:
                 self._fallback(op)
-        except sqlite3.Error:
+        except Exception:  # a statement or a value the driver refused
             if len(group) > 1:
                 logger.warning("audit: a group of %d failed, retrying one by one", len(group))
             for op in group:
@@ -534,7 +548,7 @@ class SQLiteLoopWriter:
             self._write_group([op])
         except sqlite3.OperationalError:
             self._fallback(op)
-        except sqlite3.Error as exc:
+        except Exception as exc:
             logger.error("audit: %s failed: %s", op.kind, type(exc).__name__)
             if op.kind == "insert":
                 _fail(op)

@@ -132,6 +132,25 @@ def test_one_failing_insert_does_not_sink_the_others_in_its_group(writer):
     assert CallRecord.objects.count() == 7
 
 
+def test_a_value_the_database_cannot_take_fails_its_insert_alone(writer):
+    async def body(loop_writer):
+        pid = loop_writer._pgconn.backend_pid
+        results = await asyncio.gather(
+            writer.insert(opening(purpose="fine")),
+            writer.insert(opening(user_agent="lone \ud800 surrogate")),
+            writer.insert(opening(purpose="nul", user_agent="nul \x00 byte")),
+            writer.insert(opening(purpose="also fine")),
+            return_exceptions=True,
+        )
+        return results, loop_writer._pgconn.backend_pid == pid
+
+    results, same_connection = run_attached(writer, body)
+    assert isinstance(results[1], AuditUnavailable) and isinstance(results[2], AuditUnavailable)
+    assert all(isinstance(pk, int) for pk in (results[0], results[3]))
+    assert same_connection  # a bad value is not a broken connection
+    assert sorted(CallRecord.objects.values_list("purpose", flat=True)) == ["also fine", "fine"]
+
+
 def test_an_unwritable_trail_refuses_the_insert_and_recovers(writer):
     table = CallRecord._meta.db_table
 

@@ -69,6 +69,7 @@ class LoopWriter:
         self._results: list[Any] = []  # the oldest group's statement results so far
         self._result: Any = None  # a statement's result, until its end marker
         self._writing = False  # waiting for the socket to take the rest of our output
+        self._later = False  # a send is scheduled for the loop's next turn
         self._idle: list[asyncio.Future] = []
         self._ready: asyncio.Future | None = None
         self._closing = False
@@ -130,8 +131,19 @@ class LoopWriter:
     # --- what the AuditWriter uses ------------------------------------------------------
 
     def submit(self, op: _Op) -> None:
+        """Send an insert at once (its call waits); a completion or a key touch at the
+        loop's next turn, after the answer it belongs to has been sent."""
         self._waiting.append(op)
-        if len(self._in_flight) < MAX_IN_FLIGHT and not self._writing:
+        if op.kind == "insert":
+            if len(self._in_flight) < MAX_IN_FLIGHT and not self._writing:
+                self._send()
+        elif not self._later:
+            self._later = True
+            self.loop.call_soon(self._send_later)
+
+    def _send_later(self) -> None:
+        self._later = False
+        if self._pgconn is not None and len(self._in_flight) < MAX_IN_FLIGHT and not self._writing:
             self._send()
 
     # --- sending ------------------------------------------------------------------------

@@ -31,16 +31,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from django.db import connection, models
 from django.utils import timezone
+
+from .writer import json_bytes, text_without_nul
 
 if TYPE_CHECKING:
     from .writer import _Op, _Statements
@@ -422,12 +422,7 @@ def _encoders(sql: _Statements) -> tuple[list, list]:
 
 
 def _json(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return json.dumps(value).encode()
+    return None if value is None else json_bytes(value)
 
 
 def _datetime(value: datetime | None) -> bytes | None:
@@ -447,11 +442,8 @@ def _text(value: Any) -> bytes | None:
     if value is None:
         return None
     if kind is str:
-        encoded = value.encode()
-        if b"\x00" in encoded:
-            # PostgreSQL would cut the text there without a word; psycopg refuses it too.
-            raise ValueError("a NUL character in text")
-        return encoded
+        # PostgreSQL would cut the text at a NUL without a word: U+FFFD in its place.
+        return text_without_nul(value).encode()
     if kind is bool:
         return b"t" if value else b"f"
     if kind is int:

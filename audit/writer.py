@@ -496,6 +496,10 @@ def _build_statements(vendor: str) -> _Statements:
     )
 
 
+def _pg_json_text(value: Any) -> str:
+    return json_bytes(value).decode()
+
+
 def _json_text(value: Any) -> str:
     """JSON as Django's JSONField would store it, with orjson (several times faster)."""
     try:
@@ -504,14 +508,45 @@ def _json_text(value: Any) -> str:
         return json.dumps(value)
 
 
+def json_bytes(value: Any) -> bytes:
+    """JSON for PostgreSQL's jsonb, which cannot hold a NUL character (\\u0000): a call
+    whose prompt holds one is still recorded, with U+FFFD in its place."""
+    try:
+        dumped = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        dumped = json.dumps(value).encode()
+    if b"\\u0000" in dumped:
+        return json_bytes(_without_nul(value))
+    return dumped
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+def text_without_nul(value: Any) -> Any:
+    """PostgreSQL's text cannot hold NUL either: U+FFFD in its place."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 def _preparer(field: models.Field, vendor: str):
     """A function from a Python value to the value the driver is given for `field`."""
     if isinstance(field, models.JSONField) and field.encoder is None:
         if vendor == "postgresql":
             from psycopg.types.json import Jsonb
 
-            return lambda value: None if value is None else Jsonb(value, dumps=_json_text)
+            return lambda value: None if value is None else Jsonb(value, dumps=_pg_json_text)
         return lambda value: None if value is None else _json_text(value)
+    if isinstance(field, models.CharField | models.TextField) and vendor == "postgresql":
+        return text_without_nul
     if isinstance(field, _AS_IS) and not field.is_relation:
         return _identity
     if isinstance(field, models.GenericIPAddressField):

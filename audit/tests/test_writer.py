@@ -124,3 +124,23 @@ def test_stop_writes_what_is_queued(writer):
 
     pks = asyncio.run(run())
     assert CallRecord.objects.filter(pk__in=pks).count() == 10
+
+
+def test_nul_characters_are_recorded(writer):
+    """A prompt holding NUL is recorded; PostgreSQL (text, jsonb) cannot hold the character
+    itself, so there it becomes U+FFFD."""
+    from django.db import connection
+
+    prompt = {"messages": [{"role": "user", "content": "a\x00b"}]}
+
+    async def run():
+        pk = await writer.insert(opening(user_agent="agent\x00", request_body=prompt))
+        writer.complete(pk, closing(error_message="e\x00"))
+        await writer.flush()
+        return pk
+
+    record = CallRecord.objects.get(pk=asyncio.run(run()))
+    nul = "\ufffd" if connection.vendor == "postgresql" else "\x00"
+    assert record.user_agent == f"agent{nul}"
+    assert record.request_body == {"messages": [{"role": "user", "content": f"a{nul}b"}]}
+    assert record.error_message == f"e{nul}"

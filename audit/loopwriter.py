@@ -64,6 +64,7 @@ class LoopWriter:
         self.groups_sent = 0  # the tests read it
         self._fallback = fallback  # hands an op to the writer thread
         self._pgconn: Any = None
+        self._fd = -1
         self._waiting: collections.deque[_Op] = collections.deque()
         self._in_flight: collections.deque[list[_Op | None]] = collections.deque()
         self._results: list[Any] = []  # the oldest group's statement results so far
@@ -100,6 +101,9 @@ class LoopWriter:
         pgconn.nonblocking = 1
         pgconn.enter_pipeline_mode()
         self._pgconn = pgconn
+        # Kept: once libpq sees the connection lost it closes the socket, and
+        # `pgconn.socket` raises, but the loop must still be told to stop watching it.
+        self._fd = pgconn.socket
         self._ready = self.loop.create_future()
         pgconn.send_query_params(b"SET TIME ZONE 'UTC'", None)
         pgconn.send_prepare(_INSERT, _numbered(sql.insert_sql(1)).encode())
@@ -107,7 +111,7 @@ class LoopWriter:
         pgconn.send_prepare(_TOUCH, _numbered(sql.touch_sql).encode())
         pgconn.pipeline_sync()
         self._in_flight.append([None, None, None, None])  # set-up: no ops to resolve
-        self.loop.add_reader(pgconn.socket, self._on_readable)
+        self.loop.add_reader(self._fd, self._on_readable)
         self._flush()
         await asyncio.wait_for(asyncio.shield(self._ready), timeout=10)
         self.usable = True
@@ -221,10 +225,10 @@ class LoopWriter:
         if self._pgconn.flush() == 0:
             if self._writing:
                 self._writing = False
-                self.loop.remove_writer(self._pgconn.socket)
+                self.loop.remove_writer(self._fd)
         elif not self._writing:
             self._writing = True
-            self.loop.add_writer(self._pgconn.socket, self._on_writable)
+            self.loop.add_writer(self._fd, self._on_writable)
 
     def _on_writable(self) -> None:
         try:
@@ -346,12 +350,11 @@ class LoopWriter:
         pgconn, self._pgconn = self._pgconn, None
         if pgconn is None:
             return
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(pgconn.socket)
-        if self._writing:
-            self._writing = False
-            with contextlib.suppress(Exception):
-                self.loop.remove_writer(pgconn.socket)
+        with contextlib.suppress(OSError, ValueError):
+            self.loop.remove_reader(self._fd)
+            if self._writing:
+                self.loop.remove_writer(self._fd)
+        self._writing = False
         with contextlib.suppress(Exception):
             pgconn.finish()
 

@@ -201,13 +201,20 @@ class Gateway:
         return result.stdout
 
     def records(self, where: str = "1=1") -> list[dict]:
-        """CallRecords straight from the database file (no Django: a plain read)."""
+        """CallRecords straight from the database (no Django: a plain read)."""
         import sqlite3
 
-        db = sqlite3.connect(self.env["DATABASE_URL"].removeprefix("sqlite:///"))
+        url = self.env["DATABASE_URL"]
+        query = f"SELECT * FROM audit_callrecord WHERE {where} ORDER BY id"
+        if url.startswith(("postgres://", "postgresql://")):
+            import psycopg
+            from psycopg.rows import dict_row
+
+            with psycopg.connect(url, row_factory=dict_row) as conn:
+                return conn.execute(query).fetchall()
+        db = sqlite3.connect(url.removeprefix("sqlite:///"))
         db.row_factory = sqlite3.Row
         try:
-            query = f"SELECT * FROM audit_callrecord WHERE {where} ORDER BY id"
             rows = db.execute(query).fetchall()
         finally:
             db.close()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import uvloop
 from django.db import connection
 
 from audit import loopwriter
@@ -34,7 +35,7 @@ def writer():
     instance.stop()
 
 
-def run_attached(writer: AuditWriter, body):
+def run_attached(writer: AuditWriter, body, loop_factory=None):
     """Run `body(loop_writer)` on a new loop with `writer` attached to it, then detach."""
 
     async def main():
@@ -46,7 +47,8 @@ def run_attached(writer: AuditWriter, body):
         finally:
             await writer.detach_loop()
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
 
 
 def test_inserts_completions_and_key_touches_are_written_in_a_few_groups(writer, cast):
@@ -195,7 +197,10 @@ def test_an_unwritable_trail_refuses_the_insert_and_recovers(writer):
     assert CallRecord.objects.count() == 2
 
 
-def test_a_lost_connection_hands_its_work_to_the_thread_and_reconnects(writer, monkeypatch):
+@pytest.mark.parametrize("loop_factory", [None, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_a_lost_connection_hands_its_work_to_the_thread_and_reconnects(
+    writer, monkeypatch, loop_factory
+):
     monkeypatch.setattr(loopwriter, "RECONNECT_SECONDS", 0.2)
 
     async def body(loop_writer):
@@ -215,7 +220,7 @@ def test_a_lost_connection_hands_its_work_to_the_thread_and_reconnects(writer, m
         await writer.flush()
         return first, second, third, loop_writer.groups_sent - groups
 
-    first, second, third, groups = run_attached(writer, body)
+    first, second, third, groups = run_attached(writer, body, loop_factory)
     assert groups == 1  # the third went through the reconnected loop writer
     assert writer.batches >= 1  # the second through the thread
     records = {r.purpose: r for r in CallRecord.objects.all()}

@@ -16,11 +16,18 @@ REGISTRY: dict[str, str] = {
 
 
 def adapter_class(kind: str) -> type[Adapter]:
+    found = _classes.get(kind)
+    if found is not None:
+        return found  # every call asks: an import_module each time cost ~10 µs
     try:
         module_name, class_name = REGISTRY[kind].split(":")
     except KeyError:
         raise ProviderError(f"Unknown connection kind {kind!r}.", status=500)
-    return getattr(import_module(module_name), class_name)
+    found = _classes[kind] = getattr(import_module(module_name), class_name)
+    return found
+
+
+_classes: dict[str, type[Adapter]] = {}
 
 
 def build_adapter(config: ConnectionConfig) -> Adapter:

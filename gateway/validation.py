@@ -191,8 +191,33 @@ def _check_summaries(body: dict[str, Any]) -> None:
     _int_field(body, "max_tokens", 1, 4096)
 
 
+# Values that ask for nothing beyond a provider's default: clients and SDK wrappers often
+# send them on every call (n=1, penalties of 0), and a provider without the field gives
+# the same answer without it.
+NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "logprobs": (False,),
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+    "response_format": ({"type": "text"},),
+    "service_tier": ("auto", "default"),
+}
+
+
 def unsupported_field(body: dict[str, Any], unsupported: frozenset[str]) -> str | None:
+    """The first field of `unsupported` the body asks for; null and neutral values
+    (see NEUTRAL_VALUES) ask for nothing."""
     for name in unsupported:
-        if name in body:
-            return name
+        value = body.get(name)
+        if value is None or _neutral(value, NEUTRAL_VALUES.get(name, ())):
+            continue
+        return name
     return None
+
+
+def _neutral(value: Any, neutral: tuple[Any, ...]) -> bool:
+    # True == 1 in Python: a boolean is only ever the same as a boolean.
+    return any(
+        isinstance(value, bool) == isinstance(candidate, bool) and value == candidate
+        for candidate in neutral
+    )

@@ -287,3 +287,24 @@ def test_a_field_the_provider_cannot_honour_is_a_clear_400_before_upstream(gatew
         )
     assert refused.value.code == "unsupported_field" and refused.value.param == "seed"
     assert simulator.requests() == []
+
+
+def test_neutral_values_of_fields_a_provider_lacks_are_not_refused(gateway):
+    """Clients often send n=1 or penalties of 0 on every call: Bedrock has no such fields,
+    and without them gives the same answer, so the call goes through; n=2 does not."""
+    model = "kind-bedrock/anthropic.claude-3-haiku-20240307-v1:0"
+    answer = client(gateway).chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "x"}],
+        n=1,
+        presence_penalty=0.0,
+        frequency_penalty=0,
+        logprobs=False,
+        response_format={"type": "text"},
+    )
+    assert answer.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(gateway).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "x"}], n=2
+        )
+    assert refused.value.param == "n"

@@ -162,7 +162,13 @@ def _parse(buffer: bytearray, start: int) -> tuple[Any, int]:
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%b" % (len(args), encode_args(args))
+
+
+def encode_args(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """Arguments as RESP bulk strings, without the array's header: a command's
+    unchanging parts can be encoded once and joined with the parts that change."""
+    parts = []
     append = parts.append
     for arg in args:
         kind = type(arg)
@@ -200,6 +206,23 @@ class Script:
                 raise
         return await self.client.execute("EVAL", self.source, len(keys), *keys, *args)
 
+    def head(self, count: int, keys: list[str]) -> bytes:
+        """The start of an `EVALSHA` of `count` arguments after the keys, up to the keys."""
+        return b"*%d\r\n%b" % (
+            3 + len(keys) + count,
+            encode_args(["EVALSHA", self.sha, len(keys), *keys]),
+        )
+
+    async def run_encoded(self, command: bytes) -> Any:
+        """Send an `EVALSHA` command built from `head` and `encode_args`."""
+        try:
+            return await self.client.send(command)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self.client.execute("SCRIPT", "LOAD", self.source)
+        return await self.client.send(command)
+
 
 class LeanRedis:
     """One pipelined connection to Redis, for the event loop that made it."""
@@ -225,10 +248,14 @@ class LeanRedis:
         return Script(self, source)
 
     async def execute(self, *args: Any) -> Any:
+        return await self.send(_encode(args))
+
+    async def send(self, command: bytes) -> Any:
+        """Send one command already encoded in RESP; return its reply."""
         protocol = self.protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        return await protocol.send(_encode(args))
+        return await protocol.send(command)
 
     async def delete(self, *keys: str) -> int:
         return await self.execute("DEL", *keys)
@@ -287,4 +314,4 @@ class LeanRedis:
             self.protocol._fail(RedisConnectionError("closed"))
 
 
-__all__ = ["LeanRedis", "RedisConnectionError", "RedisReplyError", "Script"]
+__all__ = ["LeanRedis", "RedisConnectionError", "RedisReplyError", "Script", "encode_args"]

@@ -12,11 +12,17 @@ from asgiref.sync import sync_to_async
 
 from audit.models import CallRecord
 from gateway.models import QuotaAlert, QuotaCounter
-from gateway.quotas import Admission, QuotaExceeded, admission, error_response
-from gateway.quotas.services import quota_create, quota_status
+from gateway.quotas import Admission, QuotaExceeded, RateLimited, admission, error_response
+from gateway.quotas.services import (
+    quota_create,
+    quota_status,
+    quota_update,
+    ratelimit_create,
+)
 
 from . import quota_support
 from .quota_support import (
+    GPT4O_PRICES,
     REDIS_TEST_URL,
     WORST_CASE,
     admit_sync,
@@ -168,6 +174,54 @@ def test_several_workers_rebuilding_at_once_count_the_spend_once(cast, settings)
     status = quota_status(quota, now=MID_MAY)
     assert status["spent"] == Decimal("0.25")
     assert status["reserved"] == 10 * WORST_CASE
+    clear_redis()
+
+
+def test_a_quota_or_rate_limit_an_admin_changes_applies_at_the_next_call(
+    cast, backend, settings, django_capture_on_commit_callbacks
+):
+    settings.MESHGATE_CACHE_CHECK_SECONDS = 0  # every call reads the quotas' version
+    quota = quota_create(name="Monthly", amount=10 * WORST_CASE, department=cast.marketing)
+    alice = principal_of(cast.alice, cast.marketing)
+    free = (Decimal("0"), Decimal("0"), Decimal("0"))
+    for prices in (GPT4O_PRICES, GPT4O_PRICES, free, free):  # what the process keeps is warm
+        assert isinstance(admit_sync(alice, cast.gpt4o, prices=prices, now=MID_MAY), Admission)
+
+    with django_capture_on_commit_callbacks(execute=True):  # the change is committed
+        quota_update(quota=quota, amount=3 * WORST_CASE)
+    # Two worst cases are held: a third fits the new amount, a fourth does not.
+    assert isinstance(admit_sync(alice, cast.gpt4o, now=MID_MAY), Admission)
+    assert isinstance(admit_sync(alice, cast.gpt4o, now=MID_MAY), QuotaExceeded)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ratelimit_create(name="Department RPM", scope="department", requests_per_minute=1)
+    assert isinstance(admit_sync(alice, cast.gpt4o, prices=free, now=MID_MAY), Admission)
+    assert isinstance(admit_sync(alice, cast.gpt4o, prices=free, now=MID_MAY), RateLimited)
+
+
+def test_every_key_the_scripts_write_expires(cast, settings):
+    settings.REDIS_URL = REDIS_TEST_URL
+    clear_redis()
+    admission.reset_for_tests()
+    quota_create(name="Monthly", amount=Decimal("1"), department=cast.marketing)
+    quota_create(
+        name="Rolling", amount=Decimal("1"), period="rolling", rolling_days=3, user=cast.alice
+    )
+    ratelimit_create(name="Department RPM", scope="department", requests_per_minute=100)
+    alice = principal_of(cast.alice, cast.marketing)
+    settle(admit_sync(alice, cast.gpt4o, now=MID_MAY), "0.002", 50)
+    # Keys deleted under a running process: the next call writes them afresh, before
+    # the process's next housekeeping, and they expire all the same.
+    clear_redis()
+    settle(admit_sync(alice, cast.gpt4o, now=MID_MAY), "0.002", 50)
+
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    keys = [*client.scan_iter("meshgate:quota:*"), *client.scan_iter("meshgate:rl:*")]
+    assert len(keys) == 5  # a counter per quota, the rolling entries, a window and its tokens
+    assert all(client.ttl(key) > 0 for key in keys)
+    client.close()
     clear_redis()
 
 

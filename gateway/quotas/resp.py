@@ -4,9 +4,10 @@ redis-py's asyncio client spent more of the gateway's CPU per call on its
 connection pool, health checks, retries and timeouts than the two `EVALSHA`
 round trips themselves. Admission needs little: run a Lua script by its SHA
 (loading it on `NOSCRIPT`), now and then `DEL`. This client does that over one
-connection per event loop, pipelined: commands from concurrent calls are
-written together in one socket write per loop iteration and their replies,
-which Redis sends in order, resolve their futures in order.
+connection per event loop, pipelined: a command sent while no reply is awaited
+is written at once; commands sent while replies are awaited (concurrent calls)
+are written together in one socket write per loop iteration. Replies, which
+Redis sends in order, resolve their futures in order.
 
 Failures are `OSError`s, as admission expects of an unreachable Redis: connection
 refused or lost (`RedisConnectionError`), and a reply that takes longer than
@@ -77,13 +78,18 @@ class _Protocol(asyncio.Protocol):
         if self.closed:
             future.set_exception(RedisConnectionError("the connection to Redis is closed"))
             return future
-        if not self.pending:
-            self.last_reply = self.client.loop.time()
+        idle = not self.pending
         self.pending.append(future)
-        self.outgoing.append(command)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.client.loop.call_soon(self._flush)
+        if idle:
+            # Nothing in flight (always so at concurrency 1): write at once rather than
+            # one loop iteration later, which would let other work run before it.
+            self.last_reply = self.client.loop.time()
+            self.transport.write(command)
+        else:
+            self.outgoing.append(command)
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.client.loop.call_soon(self._flush)
         if self.timer is None:
             self.timer = self.client.loop.call_later(self.client.timeout, self._check_timeout)
         return future

@@ -344,13 +344,11 @@ async def _check_alerts(admission: Admission, spent: list[int]) -> None:
     for quota, nanos in zip(admission.shape.quotas, spent, strict=False):
         if nanos < 0 or not quota.thresholds or quota.amount_nanos <= 0:
             continue
+        crossed = [t for t in quota.thresholds if nanos * 100 >= t * quota.amount_nanos]
+        if not crossed:
+            continue  # most calls: no period to work out
         period_start = alert_period_start(quota.period, admission.started_at)
-        due = [
-            threshold
-            for threshold in quota.thresholds
-            if nanos * 100 >= threshold * quota.amount_nanos
-            and (quota.id, period_start, threshold) not in _alerted
-        ]
+        due = [t for t in crossed if (quota.id, period_start, t) not in _alerted]
         if not due:
             continue
         from .services import quota_alerts_send

@@ -27,12 +27,11 @@ import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.utils import timezone
 
 from ..ids import unique_hex
 from . import config, ledger, scripts
@@ -91,10 +90,25 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 def worst_case_nanos(
     prices: tuple[Decimal, Decimal, Decimal], prompt_tokens: int, output_tokens: int
 ) -> int:
+    micro = _micro_prices(*prices)
+    if micro is not None:
+        # USD per million tokens in millionths: nanos = tokens * price * 1000 / 1e6, rounded up.
+        per_input, per_output = micro
+        return -(-(prompt_tokens * per_input + output_tokens * per_output) // 1000)
     input_price, output_price, cached_price = prices
     per_input = max(Decimal(input_price), Decimal(cached_price or 0))
     cost = (prompt_tokens * per_input + output_tokens * Decimal(output_price)) / 1_000_000
     return to_nanos(cost, round_up=True)
+
+
+@lru_cache(maxsize=1024)
+def _micro_prices(input_price, output_price, cached_price) -> tuple[int, int] | None:
+    """Prices as integer millionths of a USD (what the catalog stores), or None if finer."""
+    per_input = max(Decimal(input_price), Decimal(cached_price or 0)) * 1_000_000
+    per_output = Decimal(output_price) * 1_000_000
+    if per_input != per_input.to_integral_value() or per_output != per_output.to_integral_value():
+        return None
+    return int(per_input), int(per_output)
 
 
 # --- Redis connections, one lean pipelined client per event loop (see .resp) ---------------------
@@ -385,8 +399,11 @@ async def admit(
     now: datetime | None = None,
 ) -> Admission:
     """Admit a call or raise QuotaExceeded / RateLimited (see the module docstring)."""
-    now = now or timezone.now()
-    now_ms = epoch_ms(now)
+    if now is None:
+        now_ms = time.time_ns() // 1_000_000
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    else:
+        now_ms = epoch_ms(now)
     try:
         llm = config.llm_limits(llm_id, load=False)
     except NeedsLoad:
@@ -463,7 +480,7 @@ async def _redis_admit(handle: _Redis, admission: Admission, now: datetime) -> N
         result = await handle.admit.run_encoded(command)
         code = result[0]
         if code == 0:
-            ledger.redis_last_ok = timezone.now()
+            ledger.redis_last_ok = datetime.now(UTC)
             return
         if code == 1:
             held = admission.plan[result[1] - 1]

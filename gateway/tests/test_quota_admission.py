@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from audit.models import CallRecord
 from gateway.models import QuotaAlert, QuotaCounter
 from gateway.quotas import Admission, QuotaExceeded, RateLimited, admission, error_response
+from gateway.quotas.admission import worst_case_nanos
 from gateway.quotas.services import (
     quota_create,
     quota_status,
@@ -395,6 +396,18 @@ def test_max_tokens_is_capped_by_what_the_llm_can_produce(cast, backend):
     expected = (100 * Decimal("2.50") + 50 * Decimal("10.00")) / 1_000_000
     assert adm.worst_case_cost == expected
     assert quota_status(quota, now=MID_MAY)["reserved"] == expected
+
+
+def test_the_worst_case_is_priced_to_the_nano_dollar_rounded_up():
+    gpt4o = (Decimal("2.50"), Decimal("10.00"), Decimal("1.25"))
+    assert worst_case_nanos(gpt4o, 100, 100) == 1_250_000  # 0.00125 USD
+    assert worst_case_nanos((Decimal("1.2345"), Decimal("0"), Decimal("0")), 1, 0) == 1235
+    assert worst_case_nanos((Decimal("0.000001"), Decimal("0"), None), 1, 0) == 1
+    # Cached input dearer than input: the worst case takes the dearer.
+    assert worst_case_nanos((Decimal("1"), Decimal("2"), Decimal("3")), 1000, 10) == 3_020_000
+    # Finer than the catalog's millionths (a price given in code): still exact.
+    assert worst_case_nanos((Decimal("0.0000005"), Decimal("0"), Decimal("0")), 3, 0) == 1
+    assert worst_case_nanos((Decimal("0.0000005"), Decimal("0"), Decimal("0")), 4000, 0) == 2
 
 
 def test_a_refusal_tells_the_client_which_quota_and_when_it_resets():

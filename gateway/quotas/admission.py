@@ -24,14 +24,14 @@ import logging
 import math
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property, lru_cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.utils import timezone
 
 from ..ids import unique_hex
 from . import config, ledger, scripts
@@ -48,7 +48,7 @@ from .periods import (
     window,
 )
 from .ratelimit import RateLimited, memory_limiter, redis_keys, retry_seconds
-from .resp import LeanRedis
+from .resp import LeanRedis, encode_args
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,25 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 def worst_case_nanos(
     prices: tuple[Decimal, Decimal, Decimal], prompt_tokens: int, output_tokens: int
 ) -> int:
+    micro = _micro_prices(*prices)
+    if micro is not None:
+        # USD per million tokens in millionths: nanos = tokens * price * 1000 / 1e6, rounded up.
+        per_input, per_output = micro
+        return -(-(prompt_tokens * per_input + output_tokens * per_output) // 1000)
     input_price, output_price, cached_price = prices
     per_input = max(Decimal(input_price), Decimal(cached_price or 0))
     cost = (prompt_tokens * per_input + output_tokens * Decimal(output_price)) / 1_000_000
     return to_nanos(cost, round_up=True)
+
+
+@lru_cache(maxsize=1024)
+def _micro_prices(input_price, output_price, cached_price) -> tuple[int, int] | None:
+    """Prices as integer millionths of a USD (what the catalog stores), or None if finer."""
+    per_input = max(Decimal(input_price), Decimal(cached_price or 0)) * 1_000_000
+    per_output = Decimal(output_price) * 1_000_000
+    if per_input != per_input.to_integral_value() or per_output != per_output.to_integral_value():
+        return None
+    return int(per_input), int(per_output)
 
 
 # --- Redis connections, one lean pipelined client per event loop (see .resp) ---------------------
@@ -141,11 +156,122 @@ def counter_base(quota: QuotaConfig, span: Window) -> str:
     return f"{redis_prefix()}:quota:{quota.id}:{quota.signature}:{span.key}"
 
 
+def counter_keys(quota: QuotaConfig, span: Window) -> tuple[str, str]:
+    """The counter hash (spent, reserved, reservations) and a rolling period's entries."""
+    base = counter_base(quota, span)
+    return f"{base}:c", f"{base}:w"
+
+
 def _expire_at(quota: QuotaConfig, span: Window) -> int:
     """Unix seconds, on the wall clock: a counter outlives its period by two days."""
     wall = datetime.now(UTC)
     end = wall + timedelta(days=quota.rolling_days or 1) if span.rolling else max(span.end, wall)
     return int((end + timedelta(days=2)).timestamp())
+
+
+# --- what every call of one scope sends, prepared once ---------------------------------------
+
+REFRESH_SECONDS = 1.0  # how often a process lets a scope's scripts do their housekeeping
+_ADMIT_ARGS = 6  # arguments of ADMIT that change per call (see scripts.ADMIT)
+_SETTLE_ARGS = 7
+
+
+@dataclass
+class _Shape:
+    """The quotas and rate limits one call scope matches, their calendar periods, and
+    the encoded script calls but for the few arguments that change per call. Valid
+    for calls whose time falls in [valid_from_ms, valid_until_ms) (its calendar
+    periods), until a quota or a rate limit changes (it lives in their memo)."""
+
+    quotas: list[QuotaConfig]
+    limits: list[tuple[RateLimitConfig, int]]
+    windows: list[Window | None]  # the calendar periods; None for rolling ones
+    valid_from_ms: int
+    valid_until_ms: int
+    admit_head: bytes = b""
+    admit_tail: bytes = b""
+    settle_head: bytes = b""
+    settle_tail: bytes = b""
+    refresh_at: float = 0.0  # monotonic; the next call after it does the housekeeping
+
+    def plan(self, now: datetime, nanos: int) -> list[Held]:
+        return [
+            Held(quota, span or window(quota.period, now, quota.rolling_days), nanos)
+            for quota, span in zip(self.quotas, self.windows, strict=True)
+        ]
+
+
+def _shape_of(call: CallScope, paid: bool, now: datetime, *, load: bool) -> _Shape:
+    """Build a scope's shape (the slow path: once per scope and calendar period)."""
+    # A call that costs nothing is never held back by a spending quota.
+    quotas = config.matching_quotas(call, load=load) if paid else []
+    limits = config.matching_rate_limits(call, load=load)
+    windows: list[Window | None] = []
+    valid_from, valid_until = -(2**62), 2**62
+    for quota in quotas:
+        span = window(quota.period, now, quota.rolling_days)
+        windows.append(None if span.rolling else span)
+        if not span.rolling:
+            valid_from = max(valid_from, epoch_ms(span.start))
+            valid_until = min(valid_until, epoch_ms(span.end))
+    return _Shape(quotas, limits, windows, valid_from, valid_until)
+
+
+def _encode_shape(shape: _Shape, handle: _Redis, now: datetime) -> None:
+    keys: list[str] = []
+    lifetime = RESERVATION_TTL // timedelta(milliseconds=1)
+    admit_static: list[Any] = [lifetime, len(shape.quotas), len(shape.limits)]
+    settle_static: list[Any] = [len(shape.quotas), len(shape.limits)]
+    for quota, span in zip(shape.quotas, shape.windows, strict=True):
+        span = span or window(quota.period, now, quota.rolling_days)
+        keys += counter_keys(quota, span)
+        amount = quota.amount_nanos if quota.blocking else -1
+        if span.rolling:
+            window_ms = (span.end - span.start) // timedelta(milliseconds=1)
+            expire = (quota.rolling_days + 2) * 86400
+            settle_static.append(expire)
+        else:
+            window_ms = 0
+            expire = int(span.end.timestamp()) + 2 * 86400
+            settle_static.append(0)
+        admit_static += [amount, window_ms, expire]
+    for limit, subject in shape.limits:
+        keys += redis_keys(limit, subject)
+        rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
+        admit_static += [-1 if rpm is None else rpm, -1 if tpm is None else tpm]
+    shape.admit_head = handle.admit.head(_ADMIT_ARGS + len(admit_static), keys)
+    shape.admit_tail = encode_args(admit_static)
+    shape.settle_head = handle.settle.head(_SETTLE_ARGS + len(settle_static), keys)
+    shape.settle_tail = encode_args(settle_static)
+
+
+def _shape(principal, llm_id: int, connection_id: int, paid: bool, now: datetime, now_ms: int):
+    """The call's shape from the memo, or None if building it needs the database."""
+    shapes = config.memo().setdefault("shapes", {})
+    key = (
+        getattr(principal, "user_id", None),
+        getattr(principal, "department_id", None),
+        getattr(principal, "api_key_id", None),
+        getattr(principal, "purpose", "") or "",
+        connection_id,
+        llm_id,
+        paid,
+        redis_prefix(),
+    )
+    shape = shapes.get(key)
+    if shape is not None and shape.valid_from_ms <= now_ms < shape.valid_until_ms:
+        return shape
+    call = CallScope.of(principal, llm_id=llm_id, connection_id=connection_id)
+    try:
+        shape = _shape_of(call, paid, now, load=False)
+    except NeedsLoad:
+        return None
+    shapes[key] = shape
+    return shape
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 # --- the admission ---------------------------------------------------------------------------
@@ -158,12 +284,25 @@ class Admission:
     id: str
     started_at: datetime
     max_output_tokens: int
-    worst_case_cost: Decimal
+    worst_case_nanos: int
     department_id: int | None
-    plan: list[Held] = field(default_factory=list)
-    checks: list[tuple[RateLimitConfig, int, int]] = field(default_factory=list)
+    shape: _Shape
+    tokens: int = 0  # counted in every rate limit
+    started_ms: int = 0
     backend: str = "none"  # redis | database | none
     settled: bool = False
+
+    @property
+    def worst_case_cost(self) -> Decimal:
+        return from_nanos(self.worst_case_nanos)
+
+    @cached_property
+    def plan(self) -> list[Held]:
+        return self.shape.plan(self.started_at, self.worst_case_nanos)
+
+    @cached_property
+    def checks(self) -> list[tuple[RateLimitConfig, int, int]]:
+        return [(limit, subject, self.tokens) for limit, subject in self.shape.limits]
 
     async def settle(self, actual_cost: Decimal, actual_tokens: int) -> None:
         """Replace the reservations by the actual cost and tokens (idempotent)."""
@@ -183,25 +322,22 @@ class Admission:
             handle = _redis()
             if handle is None:
                 return  # Redis went away: the reservation expires, the audit trail rebuilds
-            keys, args = (
-                _keys(self.plan, self.checks),
-                [
-                    epoch_ms(self.started_at),
-                    self.id,
-                    len(self.plan),
-                    len(self.checks),
-                ],
+            shape = self.shape
+            command = b"".join(
+                (
+                    shape.settle_head,
+                    _bulk(b"%d" % self.started_ms),
+                    _bulk(self.id.encode()),
+                    _bulk(b"%d" % int(time.time())),
+                    _bulk(b"%d" % (self.worst_case_nanos if shape.quotas else 0)),
+                    _bulk(b"%d" % actual_nanos),
+                    _bulk(b"%d" % self.tokens),
+                    _bulk(b"%d" % actual_tokens),
+                    shape.settle_tail,
+                )
             )
-            for held in self.plan:
-                args += [
-                    actual_nanos,
-                    int(held.window.rolling),
-                    _expire_at(held.quota, held.window),
-                ]
-            for _limit, _subject, tokens in self.checks:
-                args += [tokens, actual_tokens]
             try:
-                spent = [int(value) for value in await handle.settle(keys=keys, args=args)]
+                spent = await handle.settle.run_encoded(command)
             except REDIS_ERRORS as exc:
                 _redis_failed(exc)
                 return
@@ -211,7 +347,7 @@ class Admission:
                 spent = await sync_to_async(ledger.db_settle)(
                     self.plan, actual_nanos, self.started_at
                 )
-        if actual_nanos > 0:
+        if actual_nanos > 0 and spent:
             await _check_alerts(self, spent)
 
 
@@ -219,17 +355,14 @@ _alerted: set[tuple[int, datetime, int]] = set()
 
 
 async def _check_alerts(admission: Admission, spent: list[int]) -> None:
-    for held, nanos in zip(admission.plan, spent, strict=False):
-        quota = held.quota
+    for quota, nanos in zip(admission.shape.quotas, spent, strict=False):
         if nanos < 0 or not quota.thresholds or quota.amount_nanos <= 0:
             continue
+        crossed = [t for t in quota.thresholds if nanos * 100 >= t * quota.amount_nanos]
+        if not crossed:
+            continue  # most calls: no period to work out
         period_start = alert_period_start(quota.period, admission.started_at)
-        due = [
-            threshold
-            for threshold in quota.thresholds
-            if nanos * 100 >= threshold * quota.amount_nanos
-            and (quota.id, period_start, threshold) not in _alerted
-        ]
+        due = [t for t in crossed if (quota.id, period_start, t) not in _alerted]
         if not due:
             continue
         from .services import quota_alerts_send
@@ -248,22 +381,11 @@ async def _check_alerts(admission: Admission, spent: list[int]) -> None:
         _alerted.update((quota.id, period_start, threshold) for threshold in due)
 
 
-def _keys(plan: list[Held], checks: list[tuple[RateLimitConfig, int, int]]) -> list[str]:
-    keys = []
-    for held in plan:
-        base = counter_base(held.quota, held.window)
-        keys += [f"{base}:h", f"{base}:x", f"{base}:w"]
-    for limit, subject, _tokens in checks:
-        keys += list(redis_keys(limit, subject))
-    return keys
-
-
-def _resolve(call: CallScope, llm_id: int, load: bool):
-    return (
-        config.matching_quotas(call, load=load),
-        config.matching_rate_limits(call, load=load),
-        config.llm_limits(llm_id, load=load),
-    )
+def _load(principal, llm_id: int, connection_id: int, paid: bool, now: datetime) -> _Shape:
+    """Off the event loop: read what the memos lack, and the call's shape."""
+    config.llm_limits(llm_id, load=True)
+    call = CallScope.of(principal, llm_id=llm_id, connection_id=connection_id)
+    return _shape_of(call, paid, now, load=True)
 
 
 async def admit(
@@ -277,12 +399,15 @@ async def admit(
     now: datetime | None = None,
 ) -> Admission:
     """Admit a call or raise QuotaExceeded / RateLimited (see the module docstring)."""
-    now = now or timezone.now()
-    call = CallScope.of(principal, llm_id=llm_id, connection_id=connection_id)
+    if now is None:
+        now_ms = time.time_ns() // 1_000_000
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    else:
+        now_ms = epoch_ms(now)
     try:
-        quotas, limits, llm = _resolve(call, llm_id, False)
+        llm = config.llm_limits(llm_id, load=False)
     except NeedsLoad:
-        quotas, limits, llm = await sync_to_async(_resolve)(call, llm_id, True)
+        llm = await sync_to_async(config.llm_limits)(llm_id)
 
     # The output bound: the request's max_tokens, capped by what the LLM can produce.
     caps = []
@@ -295,21 +420,21 @@ async def admit(
     output_tokens = min(caps) if caps else DEFAULT_MAX_OUTPUT_TOKENS
     nanos = worst_case_nanos(prices, prompt_tokens_estimate, output_tokens)
 
+    paid = nanos > 0
+    shape = _shape(principal, llm_id, connection_id, paid, now, now_ms)
+    if shape is None:
+        shape = await sync_to_async(_load)(principal, llm_id, connection_id, paid, now)
     admission = Admission(
         id=unique_hex(),
         started_at=now,
         max_output_tokens=output_tokens,
-        worst_case_cost=from_nanos(nanos),
-        department_id=call.department_id,
+        worst_case_nanos=nanos,
+        department_id=getattr(principal, "department_id", None),
+        shape=shape,
+        tokens=prompt_tokens_estimate + output_tokens,
+        started_ms=now_ms,
     )
-    # A call that costs nothing is never held back by a spending quota.
-    if nanos > 0:
-        admission.plan = [
-            Held(quota, window(quota.period, now, quota.rolling_days), nanos) for quota in quotas
-        ]
-    tokens = prompt_tokens_estimate + output_tokens
-    admission.checks = [(limit, subject, tokens) for limit, subject in limits]
-    if not admission.plan and not admission.checks:
+    if not shape.quotas and not shape.limits:
         return admission
 
     handle = _redis()
@@ -332,39 +457,39 @@ async def _redis_admit(handle: _Redis, admission: Admission, now: datetime) -> N
         # drop them so they are rebuilt from the audit trail.
         stale, _outage_keys = _outage_keys, set()
         await handle.client.delete(*stale)
-    plan, checks = admission.plan, admission.checks
-    wall = datetime.now(UTC)
-    args: list[Any] = [
-        epoch_ms(now),
-        admission.id,
-        epoch_ms(wall),
-        epoch_ms(wall + RESERVATION_TTL),
-        len(plan),
-        len(checks),
-    ]
-    for held in plan:
-        amount = held.quota.amount_nanos if held.quota.blocking else -1
-        window_ms = (held.window.end - held.window.start) // timedelta(milliseconds=1)
-        args += [amount, held.nanos, int(held.window.rolling), window_ms]
-        args.append(_expire_at(held.quota, held.window))
-    for limit, _subject, tokens in checks:
-        rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
-        args += [-1 if rpm is None else rpm, -1 if tpm is None else tpm, tokens]
-    keys = _keys(plan, checks)
+    shape = admission.shape
+    if not shape.admit_head:
+        _encode_shape(shape, handle, now)
     for _attempt in range(3):
-        result = await handle.admit(keys=keys, args=args)
-        code = int(result[0])
+        clock = time.monotonic()
+        refresh = clock >= shape.refresh_at
+        if refresh:
+            shape.refresh_at = clock + REFRESH_SECONDS
+        command = b"".join(
+            (
+                shape.admit_head,
+                _bulk(b"%d" % admission.started_ms),
+                _bulk(admission.id.encode()),
+                _bulk(b"%d" % (time.time_ns() // 1_000_000)),
+                _bulk(b"%d" % admission.worst_case_nanos),
+                _bulk(b"%d" % admission.tokens),
+                b"$1\r\n1\r\n" if refresh else b"$1\r\n0\r\n",
+                shape.admit_tail,
+            )
+        )
+        result = await handle.admit.run_encoded(command)
+        code = result[0]
         if code == 0:
-            ledger.redis_last_ok = timezone.now()
+            ledger.redis_last_ok = datetime.now(UTC)
             return
         if code == 1:
-            held = plan[int(result[1]) - 1]
-            raise QuotaExceeded(held.quota.name, _resets_at(held, int(result[2])))
+            held = admission.plan[result[1] - 1]
+            raise QuotaExceeded(held.quota.name, _resets_at(held, result[2]))
         if code == 2:
-            limit = checks[int(result[1]) - 1][0]
+            limit = shape.limits[result[1] - 1][0]
             raise RateLimited(limit.name, retry_seconds(float(result[2])))
         for index in result[1:]:
-            await _rebuild(handle, plan[int(index) - 1])
+            await _rebuild(handle, admission.plan[index - 1])
     raise RuntimeError("Quota counters could not be built in Redis.")
 
 
@@ -377,7 +502,7 @@ def _resets_at(held: Held, oldest_ms: int) -> datetime | None:
 
 
 async def _rebuild(handle: _Redis, held: Held) -> None:
-    base = counter_base(held.quota, held.window)
+    counter, entries_key = counter_keys(held.quota, held.window)
     entries: list[Any] = []
     if held.window.rolling:
         rows = await sync_to_async(ledger.audit_entries)(held.quota, held.window)
@@ -389,15 +514,14 @@ async def _rebuild(handle: _Redis, held: Held) -> None:
     else:
         total = to_nanos(await sync_to_async(ledger.audit_spend)(held.quota, held.window))
     built = await handle.init(
-        keys=[f"{base}:h", f"{base}:w"], args=[total, _expire_at(held.quota, held.window), *entries]
+        keys=[counter, entries_key], args=[total, _expire_at(held.quota, held.window), *entries]
     )
     if built:
-        logger.info("Quota counter %s rebuilt from the audit trail", base)
+        logger.info("Quota counter %s rebuilt from the audit trail", counter)
 
 
 async def _database_admit(admission: Admission, now: datetime) -> None:
-    now_ms = epoch_ms(now)
-    memory_limiter.admit(admission.checks, admission.id, now_ms)
+    memory_limiter.admit(admission.checks, admission.id, admission.started_ms)
     if not admission.plan:
         return
     try:
@@ -407,9 +531,7 @@ async def _database_admit(admission: Admission, now: datetime) -> None:
         raise
     if settings.REDIS_URL:
         _outage_keys.update(
-            f"{counter_base(held.quota, held.window)}:{suffix}"
-            for held in admission.plan
-            for suffix in ("h", "w")
+            key for held in admission.plan for key in counter_keys(held.quota, held.window)
         )
 
 

@@ -173,6 +173,12 @@ def _load_rate_limits() -> list[RateLimitConfig]:
     return limits
 
 
+def memo() -> dict:
+    """This process's memo of quota and rate-limit answers: emptied when an admin changes
+    a quota or a rate limit, so what admission keeps in it is never stale."""
+    return _quota_memo.fresh()
+
+
 def all_quotas(*, load: bool = True) -> tuple[list[QuotaConfig], QuotaConfig | None]:
     data = _quota_memo.fresh()
     if "quotas" not in data:

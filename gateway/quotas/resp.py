@@ -4,9 +4,10 @@ redis-py's asyncio client spent more of the gateway's CPU per call on its
 connection pool, health checks, retries and timeouts than the two `EVALSHA`
 round trips themselves. Admission needs little: run a Lua script by its SHA
 (loading it on `NOSCRIPT`), now and then `DEL`. This client does that over one
-connection per event loop, pipelined: commands from concurrent calls are
-written together in one socket write per loop iteration and their replies,
-which Redis sends in order, resolve their futures in order.
+connection per event loop, pipelined: a command sent while no reply is awaited
+is written at once; commands sent while replies are awaited (concurrent calls)
+are written together in one socket write per loop iteration. Replies, which
+Redis sends in order, resolve their futures in order.
 
 Failures are `OSError`s, as admission expects of an unreachable Redis: connection
 refused or lost (`RedisConnectionError`), and a reply that takes longer than
@@ -77,13 +78,18 @@ class _Protocol(asyncio.Protocol):
         if self.closed:
             future.set_exception(RedisConnectionError("the connection to Redis is closed"))
             return future
-        if not self.pending:
-            self.last_reply = self.client.loop.time()
+        idle = not self.pending
         self.pending.append(future)
-        self.outgoing.append(command)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.client.loop.call_soon(self._flush)
+        if idle:
+            # Nothing in flight (always so at concurrency 1): write at once rather than
+            # one loop iteration later, which would let other work run before it.
+            self.last_reply = self.client.loop.time()
+            self.transport.write(command)
+        else:
+            self.outgoing.append(command)
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.client.loop.call_soon(self._flush)
         if self.timer is None:
             self.timer = self.client.loop.call_later(self.client.timeout, self._check_timeout)
         return future
@@ -162,7 +168,13 @@ def _parse(buffer: bytearray, start: int) -> tuple[Any, int]:
 
 
 def _encode(args: tuple[Any, ...]) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%b" % (len(args), encode_args(args))
+
+
+def encode_args(args: tuple[Any, ...] | list[Any]) -> bytes:
+    """Arguments as RESP bulk strings, without the array's header: a command's
+    unchanging parts can be encoded once and joined with the parts that change."""
+    parts = []
     append = parts.append
     for arg in args:
         kind = type(arg)
@@ -200,6 +212,23 @@ class Script:
                 raise
         return await self.client.execute("EVAL", self.source, len(keys), *keys, *args)
 
+    def head(self, count: int, keys: list[str]) -> bytes:
+        """The start of an `EVALSHA` of `count` arguments after the keys, up to the keys."""
+        return b"*%d\r\n%b" % (
+            3 + len(keys) + count,
+            encode_args(["EVALSHA", self.sha, len(keys), *keys]),
+        )
+
+    async def run_encoded(self, command: bytes) -> Any:
+        """Send an `EVALSHA` command built from `head` and `encode_args`."""
+        try:
+            return await self.client.send(command)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        await self.client.execute("SCRIPT", "LOAD", self.source)
+        return await self.client.send(command)
+
 
 class LeanRedis:
     """One pipelined connection to Redis, for the event loop that made it."""
@@ -225,10 +254,14 @@ class LeanRedis:
         return Script(self, source)
 
     async def execute(self, *args: Any) -> Any:
+        return await self.send(_encode(args))
+
+    async def send(self, command: bytes) -> Any:
+        """Send one command already encoded in RESP; return its reply."""
         protocol = self.protocol
         if protocol is None or protocol.closed:
             protocol = await self._connect()
-        return await protocol.send(_encode(args))
+        return await protocol.send(command)
 
     async def delete(self, *keys: str) -> int:
         return await self.execute("DEL", *keys)
@@ -287,4 +320,4 @@ class LeanRedis:
             self.protocol._fail(RedisConnectionError("closed"))
 
 
-__all__ = ["LeanRedis", "RedisConnectionError", "RedisReplyError", "Script"]
+__all__ = ["LeanRedis", "RedisConnectionError", "RedisReplyError", "Script", "encode_args"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -17,7 +18,7 @@ from django.utils import timezone
 from gateway.models import Quota, QuotaAlert, RateLimit
 
 from . import config, ledger
-from .admission import counter_base
+from .admission import counter_keys
 from .periods import MAX_AMOUNT_USD, epoch_ms, from_nanos, to_nanos, window
 
 logger = logging.getLogger(__name__)
@@ -214,13 +215,22 @@ def quota_status(quota: Quota, *, now: datetime | None = None) -> dict[str, Any]
 
 def _redis_status(cfg, span, now) -> tuple[Decimal, Decimal] | tuple[None, None]:
     client = _redis_client()
-    base = counter_base(cfg, span)
-    values = client.hmget(f"{base}:h", ["init", "spent", "reserved"])
-    if values[0] is None:
+    counter, entries = counter_keys(cfg, span)
+    fields = client.hgetall(counter)
+    if b"init" not in fields:
         return ledger.audit_spend(cfg, span), Decimal("0")
-    spent = int(values[1] or 0)
+    spent = int(fields.get(b"spent") or 0)
     if span.rolling:
         cutoff = epoch_ms(now) - (span.end - span.start).total_seconds() * 1000
-        for member in client.zrangebyscore(f"{base}:w", "-inf", cutoff):
+        for member in client.zrangebyscore(entries, "-inf", cutoff):
             spent -= int(member.decode().rsplit("|", 1)[1])
-    return from_nanos(spent), from_nanos(int(values[2] or 0))
+    # Reservations past their deadline (crashed workers) are dropped by the next
+    # admission that needs the room; they hold none.
+    wall_ms = int(time.time() * 1000)
+    reserved = 0
+    for name, value in fields.items():
+        if name.startswith(b"r:"):
+            nanos, deadline = value.split(b"|")
+            if int(deadline) > wall_ms:
+                reserved += int(nanos)
+    return from_nanos(spent), from_nanos(reserved)

@@ -12,11 +12,18 @@ from asgiref.sync import sync_to_async
 
 from audit.models import CallRecord
 from gateway.models import QuotaAlert, QuotaCounter
-from gateway.quotas import Admission, QuotaExceeded, admission, error_response
-from gateway.quotas.services import quota_create, quota_status
+from gateway.quotas import Admission, QuotaExceeded, RateLimited, admission, error_response
+from gateway.quotas.admission import worst_case_nanos
+from gateway.quotas.services import (
+    quota_create,
+    quota_status,
+    quota_update,
+    ratelimit_create,
+)
 
 from . import quota_support
 from .quota_support import (
+    GPT4O_PRICES,
     REDIS_TEST_URL,
     WORST_CASE,
     admit_sync,
@@ -168,6 +175,54 @@ def test_several_workers_rebuilding_at_once_count_the_spend_once(cast, settings)
     status = quota_status(quota, now=MID_MAY)
     assert status["spent"] == Decimal("0.25")
     assert status["reserved"] == 10 * WORST_CASE
+    clear_redis()
+
+
+def test_a_quota_or_rate_limit_an_admin_changes_applies_at_the_next_call(
+    cast, backend, settings, django_capture_on_commit_callbacks
+):
+    settings.MESHGATE_CACHE_CHECK_SECONDS = 0  # every call reads the quotas' version
+    quota = quota_create(name="Monthly", amount=10 * WORST_CASE, department=cast.marketing)
+    alice = principal_of(cast.alice, cast.marketing)
+    free = (Decimal("0"), Decimal("0"), Decimal("0"))
+    for prices in (GPT4O_PRICES, GPT4O_PRICES, free, free):  # what the process keeps is warm
+        assert isinstance(admit_sync(alice, cast.gpt4o, prices=prices, now=MID_MAY), Admission)
+
+    with django_capture_on_commit_callbacks(execute=True):  # the change is committed
+        quota_update(quota=quota, amount=3 * WORST_CASE)
+    # Two worst cases are held: a third fits the new amount, a fourth does not.
+    assert isinstance(admit_sync(alice, cast.gpt4o, now=MID_MAY), Admission)
+    assert isinstance(admit_sync(alice, cast.gpt4o, now=MID_MAY), QuotaExceeded)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ratelimit_create(name="Department RPM", scope="department", requests_per_minute=1)
+    assert isinstance(admit_sync(alice, cast.gpt4o, prices=free, now=MID_MAY), Admission)
+    assert isinstance(admit_sync(alice, cast.gpt4o, prices=free, now=MID_MAY), RateLimited)
+
+
+def test_every_key_the_scripts_write_expires(cast, settings):
+    settings.REDIS_URL = REDIS_TEST_URL
+    clear_redis()
+    admission.reset_for_tests()
+    quota_create(name="Monthly", amount=Decimal("1"), department=cast.marketing)
+    quota_create(
+        name="Rolling", amount=Decimal("1"), period="rolling", rolling_days=3, user=cast.alice
+    )
+    ratelimit_create(name="Department RPM", scope="department", requests_per_minute=100)
+    alice = principal_of(cast.alice, cast.marketing)
+    settle(admit_sync(alice, cast.gpt4o, now=MID_MAY), "0.002", 50)
+    # Keys deleted under a running process: the next call writes them afresh, before
+    # the process's next housekeeping, and they expire all the same.
+    clear_redis()
+    settle(admit_sync(alice, cast.gpt4o, now=MID_MAY), "0.002", 50)
+
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    keys = [*client.scan_iter("meshgate:quota:*"), *client.scan_iter("meshgate:rl:*")]
+    assert len(keys) == 5  # a counter per quota, the rolling entries, a window and its tokens
+    assert all(client.ttl(key) > 0 for key in keys)
+    client.close()
     clear_redis()
 
 
@@ -341,6 +396,18 @@ def test_max_tokens_is_capped_by_what_the_llm_can_produce(cast, backend):
     expected = (100 * Decimal("2.50") + 50 * Decimal("10.00")) / 1_000_000
     assert adm.worst_case_cost == expected
     assert quota_status(quota, now=MID_MAY)["reserved"] == expected
+
+
+def test_the_worst_case_is_priced_to_the_nano_dollar_rounded_up():
+    gpt4o = (Decimal("2.50"), Decimal("10.00"), Decimal("1.25"))
+    assert worst_case_nanos(gpt4o, 100, 100) == 1_250_000  # 0.00125 USD
+    assert worst_case_nanos((Decimal("1.2345"), Decimal("0"), Decimal("0")), 1, 0) == 1235
+    assert worst_case_nanos((Decimal("0.000001"), Decimal("0"), None), 1, 0) == 1
+    # Cached input dearer than input: the worst case takes the dearer.
+    assert worst_case_nanos((Decimal("1"), Decimal("2"), Decimal("3")), 1000, 10) == 3_020_000
+    # Finer than the catalog's millionths (a price given in code): still exact.
+    assert worst_case_nanos((Decimal("0.0000005"), Decimal("0"), Decimal("0")), 3, 0) == 1
+    assert worst_case_nanos((Decimal("0.0000005"), Decimal("0"), Decimal("0")), 4000, 0) == 2
 
 
 def test_a_refusal_tells_the_client_which_quota_and_when_it_resets():

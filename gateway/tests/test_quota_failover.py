@@ -83,9 +83,10 @@ def test_a_reservation_nobody_settles_expires(cast, settings):
 
     client = redis.Redis.from_url(REDIS_TEST_URL)
     # Move the two deadlines into the past, as 15 minutes passing would.
-    for key in client.scan_iter("meshgate:quota:*:x"):
-        for member in client.zrange(key, 0, -1):
-            client.zadd(key, {member: 1})
+    for key in client.scan_iter("meshgate:quota:*:c"):
+        for name, value in client.hgetall(key).items():
+            if name.startswith(b"r:"):
+                client.hset(key, name, value.split(b"|")[0] + b"|1")
     client.close()
     assert isinstance(admit_sync(alice, cast.gpt4o, now=MID_MAY), Admission)
     assert quota_status(quota, now=MID_MAY)["reserved"] == WORST_CASE

@@ -89,3 +89,34 @@ def test_a_call_refused_by_a_quota_is_not_counted_by_the_rate_limit(cast, backen
     assert isinstance(admit_sync(alice, cast.gpt4o, prices=free, now=at(4)), Admission)
     assert isinstance(admit_sync(alice, cast.gpt4o, prices=free, now=at(5)), Admission)
     assert isinstance(admit_sync(alice, cast.gpt4o, prices=free, now=at(6)), RateLimited)
+
+
+def test_calls_older_than_a_minute_neither_count_nor_stay(cast, settings, monkeypatch):
+    from gateway.quotas import admission
+
+    settings.REDIS_URL = quota_support.REDIS_TEST_URL
+    quota_support.clear_redis()
+    admission.reset_for_tests()
+    ratelimit_create(name="Key RPM", scope="api_key", requests_per_minute=2)
+    alice = key_principal(cast)
+    # Between the scripts' housekeeping, calls that left the window are still stored:
+    # they must not count.
+    monkeypatch.setattr(admission, "REFRESH_SECONDS", 3600)
+    for second in (0, 10, 70, 75):
+        assert isinstance(admit_sync(alice, cast.gpt4o_mini, now=at(second)), Admission)
+    refused = admit_sync(alice, cast.gpt4o_mini, now=at(76))
+    assert isinstance(refused, RateLimited) and refused.retry_after_seconds == 54
+
+    # With housekeeping on every call, the window keeps only the last minute.
+    monkeypatch.setattr(admission, "REFRESH_SECONDS", 0)
+    admission.reset_for_tests()
+    assert isinstance(admit_sync(alice, cast.gpt4o_mini, now=at(140)), Admission)
+    import redis
+
+    client = redis.Redis.from_url(quota_support.REDIS_TEST_URL)
+    [window] = list(client.scan_iter("meshgate:rl:*:z"))
+    [tokens] = list(client.scan_iter("meshgate:rl:*:t"))
+    assert client.zcard(window) == 1
+    assert int(client.get(tokens)) == 200  # 100 prompt + 100 output tokens
+    client.close()
+    quota_support.clear_redis()

@@ -204,7 +204,7 @@ class LoopWriter:
         try:
             if op.kind == "insert":
                 params = [
-                    encode(values[name] if name in values else default())
+                    encode(values[name]) if name in values else default
                     for name, default, encode in inserts
                 ]
             elif op.kind == "update":
@@ -402,7 +402,8 @@ def _numbered(sql: str) -> str:
 def _encoders(sql: _Statements) -> tuple[list, list]:
     from .writer import _identity
 
-    """(name, default, encode) per inserted column; (name, encode) per completion column."""
+    """(name, encoded default, encode) per inserted column; (name, encode) per completion
+    column. The record's defaults are constants: encoded once, not per call."""
 
     def encoder(field: models.Field, prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
         # Django's get_db_prep_save takes several microseconds a value (settings and
@@ -418,10 +419,20 @@ def _encoders(sql: _Statements) -> tuple[list, list]:
         return lambda value: _text(prepare(value))
 
     inserts = [
-        (field.attname, field.get_default, encoder(field, prepare)) for field, prepare in sql.insert
+        (field.attname, encode(_constant_default(field)), encode)
+        for field, encode in ((field, encoder(field, prepare)) for field, prepare in sql.insert)
     ]
     updates = [(field.attname, encoder(field, prepare)) for field, prepare in sql.update]
     return inserts, updates
+
+
+def _constant_default(field: models.Field) -> Any:
+    """The field's default, which must be the same for every record: it is encoded once."""
+    if field.has_default() and callable(field.default) and field.default not in (list, dict):
+        raise TypeError(
+            f"CallRecord.{field.name}: a default computed per record needs encoding per call"
+        )
+    return field.get_default()
 
 
 def _json(value: Any) -> bytes | None:
@@ -574,7 +585,7 @@ class SQLiteLoopWriter:
                     row = db.execute(
                         insert_sql,
                         [
-                            encode(values[name] if name in values else default())
+                            encode(values[name]) if name in values else default
                             for name, default, encode in inserts
                         ],
                     ).fetchone()
@@ -607,7 +618,7 @@ class SQLiteLoopWriter:
 
 def _sqlite_encoders(sql: _Statements) -> tuple[list, list]:
     """As `_encoders`, for SQLite: Django's preparers, but datetimes and decimals written
-    directly as Django's SQLite backend writes them."""
+    directly as Django's SQLite backend writes them; defaults encoded once."""
 
     def encoder(field: models.Field, prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if isinstance(field, models.DateTimeField):
@@ -617,7 +628,8 @@ def _sqlite_encoders(sql: _Statements) -> tuple[list, list]:
         return prepare
 
     inserts = [
-        (field.attname, field.get_default, encoder(field, prepare)) for field, prepare in sql.insert
+        (field.attname, encode(_constant_default(field)), encode)
+        for field, encode in ((field, encoder(field, prepare)) for field, prepare in sql.insert)
     ]
     updates = [(field.attname, encoder(field, prepare)) for field, prepare in sql.update]
     return inserts, updates

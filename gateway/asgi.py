@@ -205,11 +205,18 @@ class GatewayApp:
             )
             try:
                 async for frame in stream:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                    if ending:  # nothing follows [DONE]; the stream is only run to its end
+                        continue
+                    if frame == service.DONE:  # the last frame goes out with the response's end
+                        ending = True
+                        await send({"type": "http.response.body", "body": frame})
+                    else:
+                        await send({"type": "http.response.body", "body": frame, "more_body": True})
             except Exception as exc:  # the stream's own bug: end the response cleanly
                 logger.warning("gateway: a stream ended with %s", type(exc).__name__)
-            ending = True
-            await send({"type": "http.response.body", "body": b""})
+            if not ending:
+                ending = True
+                await send({"type": "http.response.body", "body": b""})
         except asyncio.CancelledError:
             # Our own cancel (the client left) ends the call here; any other goes on up.
             if not listening.done() or listening.cancelled() or task.uncancel() > 0:

@@ -183,61 +183,58 @@ class GatewayApp:
         await self.pump(reply, receive, send)
 
     async def pump(self, reply: service.Reply, receive, send) -> None:
-        """Send the stream's frames; cancel it as soon as the client goes away.
+        """Send the stream's frames as they come; stop it as soon as the client goes away.
 
-        A reader task pulls frames from the stream into a queue and the writer sends
-        whatever has queued up as one body message: an upstream read usually carries
-        many frames, and one socket write for them instead of one each is most of
-        the cost of a stream through the gateway.
+        The frames are sent from this task, each as soon as the stream yields it (a
+        chunk holds what one upstream read brought): no hop through another task
+        before the first byte. A listener task waits for the client's disconnect and
+        cancels this task, which cancels the stream wherever it waits.
         """
         stream = reply.stream
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        task = asyncio.current_task()
+        ending = False  # once the last message is out, a "disconnect" is the response's end
 
-        async def read() -> None:
-            try:
-                async for frame in stream:
-                    queue.put_nowait(frame)
-            finally:
-                # Runs the stream's own cleanup (upstream closed, record completed) however we left.
-                await stream.aclose()
-                queue.put_nowait(None)
+        def client_left(_: asyncio.Future) -> None:
+            if not ending:
+                task.cancel()
 
-        async def write() -> None:
+        listening = asyncio.ensure_future(_disconnected(receive))
+        listening.add_done_callback(client_left)
+        try:
+            # The head goes out while the upstream's first bytes are still on their way.
             await send(
                 {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
             )
-            ended = False
-            while not ended:
-                parts = [await queue.get()]
-                while not queue.empty():
-                    parts.append(queue.get_nowait())
-                if parts[-1] is None:
-                    ended = True
-                    parts.pop()
-                if parts:
-                    body = parts[0] if len(parts) == 1 else b"".join(parts)
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-
-        async def disconnected() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-
-        reading = asyncio.ensure_future(read())
-        writing = asyncio.ensure_future(write())
-        listening = asyncio.ensure_future(disconnected())
-        try:
-            await asyncio.wait({writing, listening}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                async for frame in stream:
+                    if ending:  # nothing follows [DONE]; the stream is only run to its end
+                        continue
+                    if frame == service.DONE:  # the last frame goes out with the response's end
+                        ending = True
+                        await send({"type": "http.response.body", "body": frame})
+                    else:
+                        await send({"type": "http.response.body", "body": frame, "more_body": True})
+            except Exception as exc:  # the stream's own bug: end the response cleanly
+                logger.warning("gateway: a stream ended with %s", type(exc).__name__)
+            if not ending:
+                ending = True
+                await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            # Our own cancel (the client left) ends the call here; any other goes on up.
+            if not listening.done() or listening.cancelled() or task.uncancel() > 0:
+                raise
         finally:
-            for task in (reading, writing, listening):
-                if not task.done():
-                    task.cancel()
-            # Let a cancelled stream finish its cleanup (its record write) before returning.
-            await asyncio.gather(reading, writing, return_exceptions=True)
-        if not reading.cancelled() and reading.exception():
-            logger.warning("gateway: a stream ended with %s", type(reading.exception()).__name__)
+            ending = True
+            listening.cancel()
+            # Runs the stream's own cleanup (upstream closed, record completed) however we left.
+            await stream.aclose()
+
+
+async def _disconnected(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:

@@ -442,3 +442,66 @@ def test_a_plain_answer_cut_short_or_not_json_is_a_502(sim, adapter):
     with pytest.raises(ProviderError) as caught:
         run(adapter.chat("gpt-4o", chat_body()))
     assert (caught.value.status, caught.value.code) == (502, "upstream_malformed")
+
+
+def _chunk(**fields) -> bytes:
+    return orjson.dumps({"id": "c1", "object": "chat.completion.chunk", **fields})
+
+
+def _content(text: str, finish: str | None = None) -> bytes:
+    return _chunk(choices=[{"index": 0, "delta": {"content": text}, "finish_reason": finish}])
+
+
+async def _serve_once(body: bytes) -> tuple[asyncio.AbstractServer, str]:
+    """A hand-written upstream that answers any request with `body` as one SSE answer."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = (
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}/v1"
+
+
+def test_one_read_goes_on_as_its_first_event_then_the_rest_in_the_upstreams_own_bytes():
+    usage = _chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 3})
+    events = [
+        b": a comment line is not passed on",
+        b"data: " + _content("Hel"),
+        b"data:" + _content("lo"),  # no space after the colon: passed on as "data: ..."
+        b"data: " + _content(" you").replace(b'"object"', b'\ndata: "object"'),  # two lines
+        b"data: " + usage,  # the client did not ask for usage: not passed on
+        b"data: " + _content("", finish="stop"),
+        b"data: [DONE]",
+        b"data: " + _content("after the end"),
+    ]
+    body = b"\r\n\r\n".join(events).replace(b"comment line", b"comment\r\nline") + b"\r\n\r\n"
+
+    async def go():
+        server, base_url = await _serve_once(body)
+        async with server:
+            adapter = build_adapter(config_for(base_url, "k"))
+            stream = await adapter.open_stream("m", chat_body(stream=True))
+            chunks = [chunk async for chunk in stream]
+            await adapter.aclose()
+        return stream, chunks
+
+    stream, chunks = run(go())
+    # The first event goes on alone, before the rest of the read is parsed: time to first token.
+    assert chunks == [
+        b"data: " + _content("Hel") + b"\n\n",
+        b"data: " + _content("lo") + b"\n\n"
+        b"data: " + _content(" you").replace(b'"object"', b'\ndata: "object"') + b"\n\n"
+        b"data: " + _content("", finish="stop") + b"\n\n",
+    ]
+    assert stream.message == {"role": "assistant", "content": "Hello you"}
+    assert (stream.usage.prompt_tokens, stream.usage.completion_tokens) == (3, 3)
+    assert stream.finish_reason == "stop"

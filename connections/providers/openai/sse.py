@@ -70,7 +70,8 @@ def completion_text(parsed: dict[str, Any]) -> str:
 class SSEStream(Stream):
     """An upstream OpenAI SSE stream, passed on as it arrives while usage and the message are read.
 
-    Each chunk it yields holds the events one upstream read completed.
+    Each chunk it yields holds the events one upstream read completed, except the stream's
+    first event, which goes on alone as soon as it is read (the rest of its read follows).
 
     `first_byte_at` is a `time.monotonic()` reading.
     """
@@ -107,26 +108,54 @@ class SSEStream(Stream):
                 buffer += data
                 if b"\r" in buffer:
                     buffer = buffer.replace(b"\r\n", b"\n")
-                if b"\n\n" not in buffer:
+                end = buffer.rfind(b"\n\n") + 2
+                if end < 2:
                     continue
                 # Every event this read completed is passed on in one chunk: one hop through
-                # the gateway and one write to the client, not one per token.
-                *events, buffer = buffer.split(b"\n\n")
+                # the gateway and one write to the client, not one per token. Events kept as
+                # they came go on as the upstream's own bytes: `out` gathers runs of them.
+                events, buffer = buffer[:end], buffer[end:]
                 out: list[bytes] = []
-                try:
-                    for event in events:
-                        payload = _data_of(event)
-                        if payload is None:
-                            continue
-                        if payload == b"[DONE]":
-                            done = True
-                            break
-                        if self._read(payload):
-                            out.append(b"data: " + payload + b"\n\n")
-                finally:
-                    if out:  # what was read before a failure is still delivered
-                        sent += len(out)
-                        yield out[0] if len(out) == 1 else b"".join(out)
+                failure: Exception | None = None
+                start = position = 0  # start: the first byte of `events` not yet handled
+                while position < end:
+                    cut = events.find(b"\n\n", position)
+                    event, following = events[position:cut], cut + 2
+                    if event.startswith(b"data: ") and b"\n" not in event:
+                        payload, verbatim = event[6:], True
+                    else:
+                        payload, verbatim = _data_of(event), False
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    try:
+                        keep = payload is not None and self._read(payload)
+                    except Exception as exc:  # what was read before a failure is still delivered
+                        failure = exc
+                        break
+                    if not (keep and verbatim):  # dropped, or passed on in its canonical form
+                        if start < position:
+                            out.append(events[start:position])
+                        if keep:  # one data line per payload line, as SSE carries them
+                            out.append(b"data: " + payload.replace(b"\n", b"\ndata: ") + b"\n\n")
+                        start = following
+                    if keep and not sent:
+                        # The stream's first event goes on alone: the first byte to the client
+                        # does not wait for the rest of a long first read to be read.
+                        if start < following:
+                            out.append(events[start:following])
+                            start = following
+                        sent = 1
+                        yield b"".join(out)
+                        out = []
+                    position = following
+                if start < position:
+                    out.append(events[start:position])
+                if out:
+                    sent += 1
+                    yield b"".join(out)
+                if failure is not None:
+                    raise failure
                 if done:
                     break
         except ProviderError as exc:

@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 from django.db import connection, models
 from django.utils import timezone
 
-from .writer import json_bytes, text_without_nul
+from .writer import _Op, json_bytes, latest_touches, text_without_nul
 
 if TYPE_CHECKING:
-    from .writer import _Op, _Statements
+    from .writer import _Statements
 
 logger = logging.getLogger(__name__)
 
@@ -173,27 +173,17 @@ class LoopWriter:
         """The next group: what waits, up to MAX_GROUP statements; an op being retried
         alone after its group failed goes in a group of its own."""
         first = self._waiting.popleft()
-        group = [first]
         if first.alone:
-            return group
-        touched: dict[int, _Op] = {}
-        while self._waiting and len(group) < MAX_GROUP and not self._waiting[0].alone:
-            op = self._waiting.popleft()
-            if op.kind == "touch":
-                # One UPDATE per key and group, the latest use; in key order, so two
-                # processes touching the same keys cannot deadlock.
-                key = op.fields["api_key_id"]
-                seen = touched.get(key)
-                if seen is None or op.fields["when"] > seen.fields["when"]:
-                    touched[key] = op
-                continue
-            group.append(op)
-        if first.kind == "touch":
-            group.pop(0)
-            key = first.fields["api_key_id"]
-            if key not in touched or first.fields["when"] > touched[key].fields["when"]:
-                touched[key] = first
-        group.extend(touched[key] for key in sorted(touched))
+            return [first]
+        taken = [first]
+        while self._waiting and len(taken) < MAX_GROUP and not self._waiting[0].alone:
+            taken.append(self._waiting.popleft())
+        group = [op for op in taken if op.kind != "touch"]
+        # One UPDATE per key and group, for its latest use.
+        touches = [op for op in taken if op.kind == "touch"]
+        group.extend(
+            _Op("touch", {"api_key_id": key, "when": when}) for key, when in latest_touches(touches)
+        )
         return group
 
     def _encoded(self, op: _Op) -> tuple[_Op, list[bytes | None]] | None:
@@ -234,9 +224,9 @@ class LoopWriter:
         try:
             self._flush()
             if not self._writing:
-                self._on_readable()  # libpq may have read answers while it waited to write
-                if self._waiting:
-                    self._send()
+                # libpq may have read answers while it waited to write; this also sends
+                # what waits.
+                self._on_readable()
         except Exception as exc:
             self._broken(exc)
 
@@ -399,11 +389,23 @@ def _numbered(sql: str) -> str:
 # --- values as PostgreSQL's text format -------------------------------------------------------
 
 
-def _encoders(sql: _Statements) -> tuple[list, list]:
-    from .writer import _identity
-
+def _column_encoders(
+    sql: _Statements, encoder: Callable[[models.Field, Callable], Callable]
+) -> tuple[list, list]:
     """(name, encoded default, encode) per inserted column; (name, encode) per completion
-    column. The record's defaults are constants: encoded once, not per call."""
+    column; `encoder(field, prepare)` picks each column's encoding. The record's defaults
+    are constants: encoded once, not per call."""
+    inserts = [
+        (field.attname, encode(_constant_default(field)), encode)
+        for field, encode in ((field, encoder(field, prepare)) for field, prepare in sql.insert)
+    ]
+    updates = [(field.attname, encoder(field, prepare)) for field, prepare in sql.update]
+    return inserts, updates
+
+
+def _encoders(sql: _Statements) -> tuple[list, list]:
+    """The column encoders for PostgreSQL's text format."""
+    from .writer import _identity
 
     def encoder(field: models.Field, prepare: Callable[[Any], Any]) -> Callable[[Any], Any]:
         # Django's get_db_prep_save takes several microseconds a value (settings and
@@ -418,12 +420,7 @@ def _encoders(sql: _Statements) -> tuple[list, list]:
             return _text
         return lambda value: _text(prepare(value))
 
-    inserts = [
-        (field.attname, encode(_constant_default(field)), encode)
-        for field, encode in ((field, encoder(field, prepare)) for field, prepare in sql.insert)
-    ]
-    updates = [(field.attname, encoder(field, prepare)) for field, prepare in sql.update]
-    return inserts, updates
+    return _column_encoders(sql, encoder)
 
 
 def _constant_default(field: models.Field) -> Any:
@@ -576,7 +573,6 @@ class SQLiteLoopWriter:
         insert_sql, update_sql, touch_sql = self._sql
         inserts, updates = self._encoders
         opened: list[tuple[_Op, int]] = []
-        touched: dict[int, datetime] = {}
         db.execute("BEGIN IMMEDIATE")
         try:
             for op in group:
@@ -594,11 +590,8 @@ class SQLiteLoopWriter:
                     params = [encode(values.get(name)) for name, encode in updates]
                     params.append(op.pk)
                     db.execute(update_sql, params)
-                else:
-                    key, when = values["api_key_id"], values["when"]
-                    touched[key] = max(when, touched.get(key, when))
-            for key in sorted(touched):
-                when = _sqlite_datetime(touched[key])
+            for key, latest in latest_touches([op for op in group if op.kind == "touch"]):
+                when = _sqlite_datetime(latest)
                 db.execute(touch_sql, [when, key, when])
             db.execute("COMMIT")
         except BaseException:
@@ -627,12 +620,7 @@ def _sqlite_encoders(sql: _Statements) -> tuple[list, list]:
             return _sqlite_decimal
         return prepare
 
-    inserts = [
-        (field.attname, encode(_constant_default(field)), encode)
-        for field, encode in ((field, encoder(field, prepare)) for field, prepare in sql.insert)
-    ]
-    updates = [(field.attname, encoder(field, prepare)) for field, prepare in sql.update]
-    return inserts, updates
+    return _column_encoders(sql, encoder)
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:

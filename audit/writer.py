@@ -589,15 +589,21 @@ def _update_rows(statements: _Statements, updates: list[_Op]) -> list[list[Any]]
     return rows
 
 
-def _touch_rows(statements: _Statements, touches: list[_Op]) -> list[list[Any]]:
+def latest_touches(touches: list[_Op]) -> list[tuple[int, datetime]]:
+    """(key id, latest use) once per key, in key order: two writers touching the same
+    keys then lock their rows in the same order and cannot deadlock."""
     latest: dict[int, datetime] = {}
     for op in touches:
         key_id, when = op.fields["api_key_id"], op.fields["when"]
         latest[key_id] = max(when, latest.get(key_id, when))
+    return sorted(latest.items())
+
+
+def _touch_rows(statements: _Statements, touches: list[_Op]) -> list[list[Any]]:
     field = statements.touch_field
     rows = []
-    for key_id in sorted(latest):  # in key order: two writers cannot deadlock on their rows
-        when = field.get_db_prep_save(latest[key_id], connection)
+    for key_id, latest in latest_touches(touches):
+        when = field.get_db_prep_save(latest, connection)
         rows.append([when, key_id, when])
     return rows
 

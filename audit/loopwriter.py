@@ -50,11 +50,13 @@ logger = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2  # groups sent and not yet answered
 MAX_GROUP = 500  # statements in one group
 RECONNECT_SECONDS = 2.0
+CONNECT_SECONDS = 10.0  # per address tried
 _NOT_LIBPQ = {"cursor_factory", "context", "prepare_threshold", "server_side_binding"}
 _INSERT = b"meshgate_audit_insert"
 _UPDATE = b"meshgate_audit_update"
 _TOUCH = b"meshgate_audit_touch"
 _STATEMENT = {"insert": _INSERT, "update": _UPDATE, "touch": _TOUCH}
+_POLLING = (1, 2)  # psycopg.pq.PollingStatus READING and WRITING: not done yet
 
 
 class LoopWriter:
@@ -80,9 +82,6 @@ class LoopWriter:
 
     async def connect(self) -> None:
         """Connect, prepare the statements; raise if that fails."""
-        from psycopg import pq
-        from psycopg.conninfo import make_conninfo
-
         from .writer import _statements
 
         sql = _statements("postgresql")
@@ -92,12 +91,7 @@ class LoopWriter:
             for key, value in connection.get_connection_params().items()
             if key not in _NOT_LIBPQ and value is not None
         }
-        conninfo = make_conninfo(**params).encode()
-        pgconn = await self.loop.run_in_executor(None, pq.PGconn.connect, conninfo)
-        if pgconn.status != pq.ConnStatus.OK:
-            message = pgconn.get_error_message() if hasattr(pgconn, "get_error_message") else ""
-            pgconn.finish()
-            raise ConnectionError(f"audit: cannot connect for the loop writer: {message}")
+        pgconn = await self._open(params)
         pgconn.nonblocking = 1
         pgconn.enter_pipeline_mode()
         self._pgconn = pgconn
@@ -115,6 +109,49 @@ class LoopWriter:
         self._flush()
         await asyncio.wait_for(asyncio.shield(self._ready), timeout=10)
         self.usable = True
+
+    async def _open(self, params: dict[str, Any]) -> Any:
+        """A libpq connection, made without blocking the loop.
+
+        libpq's blocking connect holds the interpreter lock for the whole handshake:
+        through a thread or not, a server slow to answer (or a host dropping packets)
+        would stall every call the gateway serves. So the handshake is polled from the
+        loop, host names are resolved by the loop, and each attempt is bounded.
+        """
+        from psycopg import pq
+        from psycopg.conninfo import conninfo_attempts_async, make_conninfo
+
+        failure = "no address to try"
+        for attempt in await conninfo_attempts_async(params):
+            pgconn = pq.PGconn.connect_start(make_conninfo(**attempt).encode())
+            status = pq.PollingStatus.FAILED
+            try:
+                async with asyncio.timeout(CONNECT_SECONDS):
+                    while (status := pgconn.connect_poll()) in _POLLING:
+                        await self._wait_for_socket(pgconn.socket, status)
+            except TimeoutError:
+                failure = f"no answer within {CONNECT_SECONDS:g} s"
+            else:
+                if status == pq.PollingStatus.OK:
+                    return pgconn
+                failure = pgconn.get_error_message().strip()
+            pgconn.finish()
+        raise ConnectionError(f"audit: cannot connect for the loop writer: {failure}")
+
+    async def _wait_for_socket(self, fd: int, status: Any) -> None:
+        from psycopg import pq
+
+        ready = self.loop.create_future()
+        watch, unwatch = (
+            (self.loop.add_writer, self.loop.remove_writer)
+            if status == pq.PollingStatus.WRITING
+            else (self.loop.add_reader, self.loop.remove_reader)
+        )
+        watch(fd, lambda: ready.done() or ready.set_result(None))
+        try:
+            await ready
+        finally:
+            unwatch(fd)
 
     async def close(self, timeout: float = 10.0) -> None:
         """Write what is waiting, then close the connection."""
@@ -306,6 +343,8 @@ class LoopWriter:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(ConnectionError("the audit connection failed"))
         ops = [op for group in self._in_flight for op in group if op is not None]
+        for op in ops:
+            op.resumed = True  # sent, unanswered: PostgreSQL may have committed it
         ops.extend(self._waiting)
         self._in_flight.clear()
         self._waiting.clear()

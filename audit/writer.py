@@ -83,6 +83,9 @@ class _Op:
     error: BaseException | None = field(default=None, repr=False)
     done: threading.Event | None = None  # for a sync caller waiting (`drain`)
     alone: bool = False  # the loop writer retries it in a group of its own
+    # Sent on a connection that broke before its answer came: PostgreSQL may have
+    # committed it. Its retry then takes the committed record instead of failing on it.
+    resumed: bool = False
 
 
 class AuditWriter:
@@ -333,23 +336,33 @@ class AuditWriter:
         raw = connection.connection
         raw.autocommit = True  # BEGIN and COMMIT are ours
         sql = _statements(connection.vendor)
+        fresh = [op for op in inserts if not op.resumed]
+        resumed = [op for op in inserts if op.resumed]
         with (
             raw.pipeline(),
             psycopg.Cursor(raw) as control,
             psycopg.Cursor(raw) as opened,
+            psycopg.Cursor(raw) as again,
             psycopg.Cursor(raw) as other,
         ):
             control.execute("BEGIN")
-            if inserts:
-                opened.executemany(sql.insert_sql(1), _insert_rows(sql, inserts), returning=True)
+            if fresh:
+                opened.executemany(sql.insert_sql(1), _insert_rows(sql, fresh), returning=True)
+            if resumed:
+                again.executemany(
+                    sql.insert_resumed_sql, _insert_rows(sql, resumed), returning=True
+                )
             if updates:
                 other.executemany(sql.update_sql, _update_rows(sql, updates))
             if touches:
                 other.executemany(sql.touch_sql, _touch_rows(sql, touches))
             control.execute("COMMIT")
-            for op in inserts:
+            for op in fresh:
                 op.pk = opened.fetchone()[0]
                 opened.nextset()
+            for op in resumed:
+                op.pk = again.fetchone()[0]
+                again.nextset()
 
     @staticmethod
     def _insert_many(inserts: list[_Op]) -> None:
@@ -445,6 +458,7 @@ class _Statements:
     insert_head: str  # INSERT INTO ... (columns) VALUES
     insert_row: str  # (%s, ...)
     insert_returning: str
+    insert_resumed_sql: str  # one row; on its request id's conflict, the existing row's id
     update_sql: str
     touch_sql: str
     touch_field: models.Field
@@ -484,6 +498,15 @@ def _build_statements(vendor: str) -> _Statements:
         insert_head=f"INSERT INTO {table} ({columns}) VALUES ",  # noqa: S608
         insert_row="(" + ", ".join(["%s"] * len(insert)) + ")",
         insert_returning=f"RETURNING {pk}, {quote('request_id')}",
+        # Request ids are the gateway's own and unique per call: a conflict on one is
+        # this call's record, committed before its connection broke. The no-op update
+        # makes RETURNING give that row (DO NOTHING would return none).
+        insert_resumed_sql=(
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(insert))}) "  # noqa: S608
+            f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
+            f"{quote('request_id')} = EXCLUDED.{quote('request_id')} "
+            f"RETURNING {pk}, {quote('request_id')}"
+        ),
         update_sql=f"UPDATE {table} SET {assignments} WHERE {pk} = %s",  # noqa: S608
         # Only ever forward in time (writes may land out of order), and no row
         # rewritten when the time is not newer.

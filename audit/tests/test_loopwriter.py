@@ -7,6 +7,9 @@ and checks what PostgreSQL holds afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,11 +38,11 @@ def writer():
     instance.stop()
 
 
-def run_attached(writer: AuditWriter, body, loop_factory=None):
+def run_attached(writer: AuditWriter, body, loop_factory=None, attach=None):
     """Run `body(loop_writer)` on a new loop with `writer` attached to it, then detach."""
 
     async def main():
-        await writer.attach_loop()
+        await (attach or writer.attach_loop)()
         loop_writer = writer._loop_writer
         assert loop_writer is not None and loop_writer.usable
         try:
@@ -246,3 +249,87 @@ def test_calls_from_another_loop_use_the_thread(writer):
     other, groups = run_attached(writer, body)
     assert groups == 0 and writer.batches == 1
     assert CallRecord.objects.get(pk=other).purpose == "other"
+
+
+class _AnswerLosingProxy:
+    """A TCP relay to PostgreSQL that can stop passing the server's answers on, then cut
+    the client off: a connection lost after the server committed, before the answer came."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.swallow = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.clients: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.clients.append(client)
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source, sink, answers: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if not (answers and self.swallow.is_set()):
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+def test_an_insert_committed_before_its_connection_broke_keeps_its_record(writer, monkeypatch):
+    """The thread's retry of such an insert takes the committed record: the call goes on,
+    with one record, instead of getting 503 on a duplicate request id."""
+    import psycopg
+
+    monkeypatch.setattr(loopwriter, "RECONNECT_SECONDS", 60)  # not back through the proxy
+    settings = connection.settings_dict
+    direct = {key: settings[key] for key in ("HOST", "PORT")}
+    proxy = _AnswerLosingProxy(direct["HOST"] or "127.0.0.1", int(direct["PORT"] or 5432))
+    fields = opening(purpose="lost answer")
+    table = CallRecord._meta.db_table
+
+    def committed() -> bool:
+        params = connection.get_connection_params()
+        libpq = {k: v for k, v in params.items() if k not in loopwriter._NOT_LIBPQ}
+        with psycopg.connect(**libpq) as other:
+            query = f"SELECT count(*) FROM {table} WHERE request_id = %s"
+            return other.execute(query, [fields["request_id"]]).fetchone()[0] == 1
+
+    async def attach_through_proxy():
+        settings.update(HOST="127.0.0.1", PORT=str(proxy.port))
+        try:
+            await writer.attach_loop()  # the loop writer's connection goes through the proxy
+        finally:
+            settings.update(direct)  # the thread's does not
+
+    async def body(loop_writer):
+        await writer.insert(opening(purpose="before"))
+        proxy.swallow.set()
+        pending = writer.insert_soon(fields)
+        deadline = time.monotonic() + 10
+        while not await asyncio.to_thread(committed):
+            assert time.monotonic() < deadline, "the insert was never committed"
+        assert not pending.done()  # its answer is lost
+        proxy.cut()
+        pk = await asyncio.wait_for(asyncio.shield(pending), 10)
+        writer.complete(pk, closing())
+        await writer.flush()
+        return pk
+
+    pk = run_attached(writer, body, attach=attach_through_proxy)
+    record = CallRecord.objects.get(request_id=fields["request_id"])
+    assert record.pk == pk and record.outcome == "ok"
+    assert CallRecord.objects.count() == 2

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from audit import redaction
 from audit.cost import call_cost
@@ -205,9 +206,14 @@ async def record_refusal(
         )
     )
     try:
-        await writer.insert(fields)
+        await asyncio.wait_for(
+            asyncio.shield(writer.insert_soon(fields)), settings.MESHGATE_AUDIT_WAIT_SECONDS
+        )
     except AuditUnavailable:
         logger.error("audit: the refusal of request %s could not be recorded", request_id)
+    except TimeoutError:
+        # Still queued: it is written when the database answers again.
+        logger.error("audit: the refusal of request %s is not recorded yet", request_id)
     return error_reply(error, request_id)
 
 
@@ -281,7 +287,9 @@ async def handle(
     try:
         call.admission = await admit_call(principal, targets, body, endpoint)
     except asyncio.CancelledError:
-        opened.add_done_callback(lambda done: _finish_opened(call, done))
+        opened.add_done_callback(
+            lambda done: _finish_opened(call, done, outcome="client_disconnected", status=499)
+        )
         raise
     except Exception as exc:
         if isinstance(exc, GatewayError):
@@ -289,22 +297,20 @@ async def handle(
         else:
             _log_internal(request_id, exc)
             error = internal(request_id)
-        try:
-            call.record_id = await asyncio.shield(opened)
-        except AuditUnavailable:
+        closing = {"outcome": error.outcome, "status": error.status, "error_message": error.message}
+        if await _record_opened(call, opened, closing) is not None:
             logger.error("audit: the refusal of request %s could not be recorded", request_id)
-        _finish(call, outcome=error.outcome, status=error.status, error_message=error.message)
+        _finish(call, **closing)
         return error_reply(error, request_id)
-    try:
-        call.record_id = await asyncio.shield(opened)
-    except AuditUnavailable:
-        # Audit first: a call that cannot be recorded is not made (and costs nothing).
+    # Audit first: a call that cannot be recorded is not made (and costs nothing).
+    refused = await _record_opened(
+        call, opened, {"outcome": "internal_error", "status": 503, "error_message": AUDIT_LATE}
+    )
+    if refused is not None:
         if call.admission is not None:
-            settle_soon(call.admission, Decimal(0), 0)
-        error = GatewayError(
-            503, "The audit trail is unavailable; the call was not made.", code="audit_unavailable"
-        )
-        return error_reply(error, request_id)
+            admission, call.admission = call.admission, None
+            settle_soon(admission, Decimal(0), 0)
+        return error_reply(refused, request_id)
     streamed = endpoint == "chat.completions" and body.get("stream") is True
     try:
         if streamed:
@@ -356,11 +362,41 @@ def _finish(call: _Call, **closing: Any) -> None:
         writer.complete(call.record_id, fields)
 
 
-def _finish_opened(call: _Call, opened: asyncio.Future) -> None:
-    """Complete a record whose caller went away while it was being opened."""
+AUDIT_UNAVAILABLE = "The audit trail is unavailable; the call was not made."
+AUDIT_LATE = "The audit trail did not answer in time; the call was not made."
+
+
+async def _record_opened(
+    call: _Call, opened: asyncio.Future, if_late: dict[str, Any]
+) -> GatewayError | None:
+    """Wait for the call's opening record, at most MESHGATE_AUDIT_WAIT_SECONDS.
+
+    None once it is written (`call.record_id` set); otherwise the 503 the call gets. A
+    stalled database must not hold every call: past the wait the call is refused, and
+    the record, if it lands later, is completed with `if_late`'s outcome.
+    """
+    try:
+        call.record_id = await asyncio.wait_for(
+            asyncio.shield(opened), settings.MESHGATE_AUDIT_WAIT_SECONDS
+        )
+    except AuditUnavailable:
+        return GatewayError(503, AUDIT_UNAVAILABLE, code="audit_unavailable")
+    except TimeoutError:
+        logger.error(
+            "audit: request %s refused, its record took over %d s",
+            call.request_id,
+            settings.MESHGATE_AUDIT_WAIT_SECONDS,
+        )
+        opened.add_done_callback(lambda done: _finish_opened(call, done, **if_late))
+        return GatewayError(503, AUDIT_LATE, code="audit_unavailable")
+    return None
+
+
+def _finish_opened(call: _Call, opened: asyncio.Future, **closing: Any) -> None:
+    """Complete a record that was written after its call stopped waiting for it."""
     if not opened.cancelled() and opened.exception() is None:
         call.record_id = opened.result()
-        _finish(call, outcome="client_disconnected", status=499)
+        _finish(call, **closing)
 
 
 def _log_internal(request_id: str, exc: BaseException) -> None:

@@ -33,6 +33,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+AUDIT_WAIT = 2  # seconds a call waits for its record
+
+
 @pytest.fixture(scope="module")
 def gateway(simulator, tmp_path_factory):
     """A gateway on a PostgreSQL database of its own, beside the test database."""
@@ -46,6 +49,7 @@ def gateway(simulator, tmp_path_factory):
             simulator,
             tmp_path_factory.mktemp("gw-pg"),
             DATABASE_URL=server._replace(path=f"/{name}").geturl(),
+            MESHGATE_AUDIT_WAIT_SECONDS=str(AUDIT_WAIT),
         )
         gw.start()
         yield gw
@@ -102,6 +106,53 @@ def test_when_the_record_cannot_be_written_the_call_is_refused_with_503(gateway,
     assert [r.status_code for r in refused] == [503, 503]
     assert refused[0].json()["error"]["code"] == "audit_unavailable"
     assert simulator.requests() == []  # nothing went upstream
+    again = httpx.post(
+        gateway.url + "/chat/completions",
+        json={"model": "sim/gpt-4o", "messages": MESSAGES},
+        headers=headers(gateway),
+    )
+    assert again.status_code == 200
+
+
+def test_a_stalled_audit_table_refuses_calls_in_time_and_records_them_later(gateway, simulator):
+    """The database stops answering (here a lock an admin's ALTER TABLE or VACUUM FULL would
+    hold): calls get 503 after MESHGATE_AUDIT_WAIT_SECONDS instead of hanging, nothing goes
+    upstream, and once the database answers their records say how they ended."""
+    simulator.reset()
+    with psycopg.connect(gateway.env["DATABASE_URL"]) as locker:
+        locker.execute("LOCK TABLE audit_callrecord IN EXCLUSIVE MODE")  # reads still pass
+        started = time.monotonic()
+        refused = [
+            httpx.post(
+                gateway.url + "/chat/completions",
+                json={"model": "sim/gpt-4o", "messages": MESSAGES, "stream": stream},
+                headers=headers(gateway),
+                timeout=30,
+            )
+            for stream in (False, True)
+        ]
+        waited = time.monotonic() - started
+        # A refusal waits as long for its record, then answers as it would have.
+        unknown = httpx.post(
+            gateway.url + "/chat/completions",
+            json={"model": "sim/no-such-model", "messages": MESSAGES},
+            headers=headers(gateway),
+            timeout=30,
+        )
+        ids = [response.headers["x-request-id"] for response in refused]
+        quoted = ", ".join(f"'{request_id}'" for request_id in ids)
+        assert gateway.records(f"request_id IN ({quoted})") == []
+        locker.rollback()  # the lock goes
+    assert [r.status_code for r in refused] == [503, 503] and unknown.status_code == 404
+    for response in refused:
+        error = response.json()["error"]
+        assert error["code"] == "audit_unavailable" and "in time" in error["message"]
+    assert 2 * AUDIT_WAIT <= waited < 2 * AUDIT_WAIT + 4
+    assert simulator.requests() == []
+    for request_id in ids:
+        record = gateway.record(request_id, outcome_not="interrupted")
+        assert record["outcome"] == "internal_error" and record["status_code"] == 503
+    assert gateway.record(unknown.headers["x-request-id"])["outcome"] == "not_found"
     again = httpx.post(
         gateway.url + "/chat/completions",
         json={"model": "sim/gpt-4o", "messages": MESSAGES},

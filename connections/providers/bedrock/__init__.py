@@ -46,9 +46,9 @@ from ..openai import (
     error_for_status,
     estimate_prompt_tokens,
     malformed_error,
+    post_checked,
     sanitize,
     timeout_error,
-    transport_error,
 )
 from .stream import ConverseStream
 from .translate import completion_from, converse_request, invalid
@@ -120,23 +120,15 @@ class BedrockAdapter(Adapter):
             headers={"content-type": "application/json", "accept": accept},
         )
         SigV4Auth(self.credentials(), "bedrock", self.region).add_auth(signed)
-        client = self._pool.get()
         headers = {k: v for k, v in signed.headers.items() if k.lower() != "host"}
-        try:
-            response = await client.request(
-                "POST", url, content=body, headers=http.encode_headers(headers), stream=stream
-            )
-        except http.TransportError as exc:
-            raise transport_error(exc)
-        if response.status_code >= 300:
-            try:
-                raw = await response.aread() if stream else response.content
-            except http.TransportError:
-                raw = b""
-            finally:
-                await response.aclose()
-            raise self._status_error(response.status_code, response.headers, raw)
-        return response
+        return await post_checked(
+            self._pool.get(),
+            url,
+            body,
+            http.encode_headers(headers),
+            stream=stream,
+            status_error=self._status_error,
+        )
 
     def _status_error(self, status: int, headers, raw: bytes) -> ProviderError:
         if status == 424:  # ModelErrorException: the model failed; another try may not

@@ -11,7 +11,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from .. import http
 from ..base import ProviderError, Stream, Usage
-from ..openai import malformed_error, timeout_error
+from ..openai import malformed_error, stream_broken, stream_failure
 from .translate import FINISH_REASONS, usage_json, usage_of
 
 
@@ -66,26 +66,14 @@ class ConverseStream(Stream):
                             frame = self._frame(None, usage=usage_json(self.usage))
                         sent += 1
                         yield frame
-        except ProviderError as exc:
-            exc.retryable = exc.retryable and sent == 0
-            raise
         except ParserError:
             raise malformed_error("event stream")
-        except http.TimeoutException:
-            raise timeout_error()
-        except http.TransportError:
-            raise ProviderError(
-                "The provider's stream broke off.",
-                status=502,
-                code="upstream_stream_broken",
-                retryable=sent == 0,
-            )
+        except (ProviderError, http.TransportError) as exc:
+            raise stream_failure(exc, sent)
         finally:
             await self.aclose()
         if self.finish_reason is None or not got_metadata:
-            raise ProviderError(
-                "The provider's stream ended early.", status=502, code="upstream_stream_broken"
-            )
+            raise stream_broken(sent, "ended early")
         self.message = {"role": "assistant", "content": "".join(self._content) or None}
         if self._calls:
             self.message["tool_calls"] = self._calls

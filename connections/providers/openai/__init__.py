@@ -32,8 +32,11 @@ from ..base import Adapter, ConnectionConfig, DiscoveredModel, ProviderError, Re
 from .errors import (
     error_for_status,
     malformed_error,
+    post_checked,
     retry_after_seconds,
     sanitize,
+    stream_broken,
+    stream_failure,
     timeout_error,
     transport_error,
     upstream_error_fields,
@@ -57,8 +60,11 @@ __all__ = [
     "estimate_tokens",
     "malformed_error",
     "model_kind",
+    "post_checked",
     "retry_after_seconds",
     "sanitize",
+    "stream_broken",
+    "stream_failure",
     "timeout_error",
     "transport_error",
     "upstream_error_fields",
@@ -115,22 +121,17 @@ class OpenAIAdapter(Adapter):
         return self._pool.get()
 
     async def _send(self, url: str, payload: dict[str, Any], *, stream: bool) -> http.Response:
-        client = self._http_client()
-        try:
-            response = await client.request(
-                "POST", url, content=orjson.dumps(payload), headers=self._headers, stream=stream
-            )
-        except http.TransportError as exc:
-            raise transport_error(exc)
-        if response.status_code >= 300:
-            try:
-                body = await response.aread() if stream else response.content
-            except http.TransportError:
-                body = b""
-            finally:
-                await response.aclose()
-            raise error_for_status(response.status_code, response.headers, body, self.config)
-        return response
+        return await post_checked(
+            self._http_client(),
+            url,
+            orjson.dumps(payload),
+            self._headers,
+            stream=stream,
+            status_error=self._status_error,
+        )
+
+    def _status_error(self, status: int, headers, body: bytes) -> ProviderError:
+        return error_for_status(status, headers, body, self.config)
 
     # --- hot path ---------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -153,4 +153,52 @@ def transport_error(exc: Exception) -> ProviderError:
 def malformed_error(what: str = "response") -> ProviderError:
     return ProviderError(
         f"The provider sent a malformed {what}.", status=502, code="upstream_malformed"
+    )
+
+
+async def post_checked(
+    client: http.HTTPClient,
+    url: str,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    stream: bool,
+    status_error: Callable[[int, Mapping[str, str], bytes], ProviderError],
+) -> http.Response:
+    """POST `body`: the response if its status is under 300; otherwise `status_error`'s
+    error for it (its body read, the response closed). Network failures as ProviderErrors."""
+    try:
+        response = await client.request("POST", url, content=body, headers=headers, stream=stream)
+    except http.TransportError as exc:
+        raise transport_error(exc)
+    if response.status_code >= 300:
+        try:
+            raw = await response.aread() if stream else response.content
+        except http.TransportError:
+            raw = b""
+        finally:
+            await response.aclose()
+        raise status_error(response.status_code, response.headers, raw)
+    return response
+
+
+def stream_failure(exc: ProviderError | http.TransportError, sent: int) -> ProviderError:
+    """What a failure while reading a stream becomes. It is retryable (another attempt,
+    another target) only if nothing had been passed on yet."""
+    if isinstance(exc, ProviderError):
+        error = exc
+    elif isinstance(exc, http.TimeoutException):
+        error = timeout_error()
+    else:
+        return stream_broken(sent, "broke off")
+    error.retryable = error.retryable and sent == 0
+    return error
+
+
+def stream_broken(sent: int, how: str) -> ProviderError:
+    return ProviderError(
+        f"The provider's stream {how}.",
+        status=502,
+        code="upstream_stream_broken",
+        retryable=sent == 0,
     )

@@ -11,7 +11,13 @@ import orjson
 
 from .. import http
 from ..base import ConnectionConfig, ProviderError, Stream, Usage
-from .errors import malformed_error, sanitize, timeout_error, upstream_error_fields
+from .errors import (
+    malformed_error,
+    sanitize,
+    stream_broken,
+    stream_failure,
+    upstream_error_fields,
+)
 
 CHARS_PER_TOKEN = 4
 
@@ -158,27 +164,12 @@ class SSEStream(Stream):
                     raise failure
                 if done:
                     break
-        except ProviderError as exc:
-            exc.retryable = exc.retryable and sent == 0
-            raise
-        except http.TimeoutException:
-            raise timeout_error()
-        except http.TransportError:
-            raise ProviderError(
-                "The provider's stream broke off.",
-                status=502,
-                code="upstream_stream_broken",
-                retryable=sent == 0,
-            )
+        except (ProviderError, http.TransportError) as exc:
+            raise stream_failure(exc, sent)
         finally:
             await self.aclose()
         if not done and self.finish_reason is None:
-            raise ProviderError(
-                "The provider's stream ended early.",
-                status=502,
-                code="upstream_stream_broken",
-                retryable=sent == 0,
-            )
+            raise stream_broken(sent, "ended early")
         self._finish()
 
     def _read(self, payload: bytes) -> bool:

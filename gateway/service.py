@@ -381,6 +381,11 @@ async def _record_opened(
         )
     except AuditUnavailable:
         return GatewayError(503, AUDIT_UNAVAILABLE, code="audit_unavailable")
+    except asyncio.CancelledError:  # the client went away meanwhile
+        opened.add_done_callback(
+            lambda done: _finish_opened(call, done, outcome="client_disconnected", status=499)
+        )
+        raise
     except TimeoutError:
         logger.error(
             "audit: request %s refused, its record took over %d s",
@@ -393,10 +398,11 @@ async def _record_opened(
 
 
 def _finish_opened(call: _Call, opened: asyncio.Future, **closing: Any) -> None:
-    """Complete a record that was written after its call stopped waiting for it."""
+    """End a call that stopped waiting for its record: complete the record if it was
+    written, and settle the call's admission either way."""
     if not opened.cancelled() and opened.exception() is None:
         call.record_id = opened.result()
-        _finish(call, **closing)
+    _finish(call, **closing)
 
 
 def _log_internal(request_id: str, exc: BaseException) -> None:

@@ -86,6 +86,10 @@ class LoopWriter:
 
         sql = _statements("postgresql")
         self._encoders = _encoders(sql)
+        # A set-up group left by an earlier attempt that timed out holds no ops: drop it,
+        # or its late answer would be taken for this attempt's.
+        self._in_flight.clear()
+        self._results, self._result = [], None
         params = {
             key: value
             for key, value in connection.get_connection_params().items()
@@ -129,13 +133,17 @@ class LoopWriter:
                 async with asyncio.timeout(CONNECT_SECONDS):
                     while (status := pgconn.connect_poll()) in _POLLING:
                         await self._wait_for_socket(pgconn.socket, status)
+                if status == pq.PollingStatus.OK:
+                    connected, pgconn = pgconn, None
+                    return connected
+                failure = pgconn.get_error_message().strip()
             except TimeoutError:
                 failure = f"no answer within {CONNECT_SECONDS:g} s"
-            else:
-                if status == pq.PollingStatus.OK:
-                    return pgconn
-                failure = pgconn.get_error_message().strip()
-            pgconn.finish()
+            except Exception as exc:  # the connection went away between polls
+                failure = type(exc).__name__
+            finally:
+                if pgconn is not None:  # failed, timed out, or cancelled (a shutdown)
+                    pgconn.finish()
         raise ConnectionError(f"audit: cannot connect for the loop writer: {failure}")
 
     async def _wait_for_socket(self, fd: int, status: Any) -> None:

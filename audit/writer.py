@@ -288,9 +288,13 @@ class AuditWriter:
         try:
             self._write_batch(batch)
             self.batches += 1
-        except Exception:
+        except Exception as exc:
             logger.warning("audit: a batch of %d failed, retrying one by one", len(batch))
             self._reset_connection()
+            if _connection_lost(exc):
+                # It may have been lost after COMMIT: the retries take what was committed.
+                for op in batch:
+                    op.resumed = True
             for op in batch:
                 try:
                     self._write_batch([op])
@@ -428,6 +432,15 @@ class AuditWriter:
         # A closed loop raises RuntimeError: nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             op.loop.call_soon_threadsafe(settle)
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a batch failed with its connection, rather than on one of its statements."""
+    import psycopg
+    from django.db import InterfaceError, OperationalError
+
+    lost = (psycopg.OperationalError, psycopg.InterfaceError, OperationalError, InterfaceError)
+    return isinstance(exc, lost) and not isinstance(exc, psycopg.errors.QueryCanceled)
 
 
 def _on(loop: asyncio.AbstractEventLoop) -> bool:

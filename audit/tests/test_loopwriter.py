@@ -253,14 +253,20 @@ def test_calls_from_another_loop_use_the_thread(writer):
 
 class _AnswerLosingProxy:
     """A TCP relay to PostgreSQL that can stop passing the server's answers on, then cut
-    the client off: a connection lost after the server committed, before the answer came."""
+    the connections: a connection lost after the server committed, before the answer came.
+
+    `swallow` drops every answer from then on (the loop writer sends a group and its Sync
+    at once). `swallow_from_commit` passes answers on until COMMIT's own, and drops that
+    and the rest: the writer thread's psycopg pipeline sends its COMMIT only once it has
+    read the statements' results."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.swallow = threading.Event()
+        self.swallow_from_commit = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.clients: list[socket.socket] = []
+        self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -270,58 +276,102 @@ class _AnswerLosingProxy:
             except OSError:
                 return
             server = socket.create_connection(self.target)
-            self.clients.append(client)
+            self.sockets += [client, server]
             threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
 
     def _pump(self, source, sink, answers: bool) -> None:
+        pending = b""
         try:
             while data := source.recv(65536):
-                if not (answers and self.swallow.is_set()):
-                    sink.sendall(data)
+                if not answers or not (self.swallow.is_set() or self.swallow_from_commit.is_set()):
+                    sink.sendall(data)  # as it comes (the handshake has a one-byte answer)
+                    continue
+                pending += data  # set while the connection was idle: at a message boundary
+                # Whole protocol messages: a type byte, then a length that counts itself.
+                while len(pending) >= 5 and len(pending) > (
+                    length := int.from_bytes(pending[1:5], "big")
+                ):
+                    message, pending = pending[: 1 + length], pending[1 + length :]
+                    if (
+                        self.swallow_from_commit.is_set()
+                        and message.startswith(b"C")
+                        and (message[5:].startswith(b"COMMIT"))
+                    ):
+                        self.swallow.set()
+                    if not self.swallow.is_set():
+                        sink.sendall(message)
         except OSError:
             pass
 
     def cut(self) -> None:
-        for client in self.clients:
+        """Cut both sides: the client sees its connection lost, the server its client gone."""
+        for sock in self.sockets:
             with contextlib.suppress(OSError):
-                client.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
         self.listener.close()
 
 
-def test_an_insert_committed_before_its_connection_broke_keeps_its_record(writer, monkeypatch):
-    """The thread's retry of such an insert takes the committed record: the call goes on,
-    with one record, instead of getting 503 on a duplicate request id."""
-    import psycopg
-
-    monkeypatch.setattr(loopwriter, "RECONNECT_SECONDS", 60)  # not back through the proxy
+@pytest.fixture
+def proxy():
+    """A relay to the test database that can lose its answers; the settings' HOST and PORT,
+    as they were, are in `proxy.direct`."""
     settings = connection.settings_dict
     direct = {key: settings[key] for key in ("HOST", "PORT")}
-    proxy = _AnswerLosingProxy(direct["HOST"] or "127.0.0.1", int(direct["PORT"] or 5432))
-    fields = opening(purpose="lost answer")
-    table = CallRecord._meta.db_table
+    relay = _AnswerLosingProxy(direct["HOST"] or "127.0.0.1", int(direct["PORT"] or 5432))
+    relay.direct = direct
+    yield relay
+    settings.update(direct)
+    relay.cut()
 
-    def committed() -> bool:
-        params = connection.get_connection_params()
-        libpq = {k: v for k, v in params.items() if k not in loopwriter._NOT_LIBPQ}
-        with psycopg.connect(**libpq) as other:
-            query = f"SELECT count(*) FROM {table} WHERE request_id = %s"
-            return other.execute(query, [fields["request_id"]]).fetchone()[0] == 1
+
+def _through(proxy: _AnswerLosingProxy) -> None:
+    """New connections go through the proxy (those made already stay as they are)."""
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(proxy.port))
+
+
+def _direct(proxy: _AnswerLosingProxy) -> None:
+    connection.settings_dict.update(proxy.direct)
+
+
+def _committed(request_id: str) -> bool:
+    """Whether PostgreSQL holds the record (over a connection of its own)."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    libpq = {k: v for k, v in params.items() if k not in loopwriter._NOT_LIBPQ}
+    with psycopg.connect(**libpq) as other:
+        query = f"SELECT count(*) FROM {CallRecord._meta.db_table} WHERE request_id = %s"
+        return other.execute(query, [request_id]).fetchone()[0] == 1
+
+
+async def _until_committed(request_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while not await asyncio.to_thread(_committed, request_id):
+        assert time.monotonic() < deadline, "the insert was never committed"
+
+
+def test_an_insert_committed_before_its_connection_broke_keeps_its_record(
+    writer, monkeypatch, proxy
+):
+    """The loop writer's connection breaks after PostgreSQL committed an insert, before its
+    answer came: the thread's retry takes the committed record, and the call goes on with
+    one record instead of getting 503 on a duplicate request id."""
+    monkeypatch.setattr(loopwriter, "RECONNECT_SECONDS", 60)  # not back through the proxy
+    fields = opening(purpose="lost answer")
 
     async def attach_through_proxy():
-        settings.update(HOST="127.0.0.1", PORT=str(proxy.port))
+        _through(proxy)
         try:
             await writer.attach_loop()  # the loop writer's connection goes through the proxy
         finally:
-            settings.update(direct)  # the thread's does not
+            _direct(proxy)  # the thread's does not
 
     async def body(loop_writer):
         await writer.insert(opening(purpose="before"))
         proxy.swallow.set()
         pending = writer.insert_soon(fields)
-        deadline = time.monotonic() + 10
-        while not await asyncio.to_thread(committed):
-            assert time.monotonic() < deadline, "the insert was never committed"
+        await _until_committed(fields["request_id"])
         assert not pending.done()  # its answer is lost
         proxy.cut()
         pk = await asyncio.wait_for(asyncio.shield(pending), 10)
@@ -332,4 +382,25 @@ def test_an_insert_committed_before_its_connection_broke_keeps_its_record(writer
     pk = run_attached(writer, body, attach=attach_through_proxy)
     record = CallRecord.objects.get(request_id=fields["request_id"])
     assert record.pk == pk and record.outcome == "ok"
+    assert CallRecord.objects.count() == 2
+
+
+def test_the_threads_retry_after_a_lost_answer_keeps_the_committed_record(writer, proxy):
+    """The same, on the writer thread's own connection: its batch fails with the connection,
+    and the one-by-one retry takes the committed record."""
+    fields = opening(purpose="lost answer")
+
+    async def body():
+        _through(proxy)
+        await writer.insert(opening(purpose="before"))  # the thread connects through it
+        _direct(proxy)  # its retries connect directly
+        proxy.swallow_from_commit.set()
+        pending = writer.insert_soon(fields)
+        await _until_committed(fields["request_id"])
+        assert not pending.done()
+        proxy.cut()
+        return await asyncio.wait_for(asyncio.shield(pending), 10)
+
+    pk = asyncio.run(body())  # no loop writer attached: every write goes through the thread
+    assert CallRecord.objects.get(request_id=fields["request_id"]).pk == pk
     assert CallRecord.objects.count() == 2

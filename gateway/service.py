@@ -206,9 +206,8 @@ async def record_refusal(
         )
     )
     try:
-        await asyncio.wait_for(
-            asyncio.shield(writer.insert_soon(fields)), settings.MESHGATE_AUDIT_WAIT_SECONDS
-        )
+        async with asyncio.timeout(settings.MESHGATE_AUDIT_WAIT_SECONDS):
+            await asyncio.shield(writer.insert_soon(fields))
     except AuditUnavailable:
         logger.error("audit: the refusal of request %s could not be recorded", request_id)
     except TimeoutError:
@@ -376,9 +375,10 @@ async def _record_opened(
     the record, if it lands later, is completed with `if_late`'s outcome.
     """
     try:
-        call.record_id = await asyncio.wait_for(
-            asyncio.shield(opened), settings.MESHGATE_AUDIT_WAIT_SECONDS
-        )
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can drop a cancel that arrives
+        # in the turn the record lands, and the call would then go upstream.
+        async with asyncio.timeout(settings.MESHGATE_AUDIT_WAIT_SECONDS):
+            call.record_id = await asyncio.shield(opened)
     except AuditUnavailable:
         return GatewayError(503, AUDIT_UNAVAILABLE, code="audit_unavailable")
     except asyncio.CancelledError:  # the client went away meanwhile

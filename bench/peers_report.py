@@ -82,8 +82,9 @@ def render(rows, probes, audits, memory, found, command, elapsed, load, args) ->
         "",
         f"Sequential streamed requests on one keep-alive connection ({args.probe} each), median "
         "time from sending the request to the first `data:` event. The simulator answers "
-        "later when its requests are spaced out (a process woken from an idle wait: ~0.11 ms "
-        "back to back, ~0.3 ms 1.5 ms apart), and through a gateway it sees one request per "
+        "later when its requests are spaced out (a process woken from an idle wait; on one "
+        "slower machine ~0.11 ms back to back, ~0.3 ms 1.5 ms apart), and through a gateway "
+        "it sees one request per "
         "gateway cycle; so each gateway is also compared with the simulator paced alike (the "
         "probe keeps a core busy for the gateway's extra time per request before each one):",
         "",

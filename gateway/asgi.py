@@ -2,9 +2,11 @@
 
 No Django middleware and no HttpRequest: a bounded body read, orjson, the
 cached key, catalog and adapters, and the audit writer. Every response carries
-`x-request-id`. A streamed reply is pumped while a second task listens for the
-client's disconnect, because uvicorn silently drops writes to a closed socket:
-without the listener a disconnected client's upstream call would run to its end.
+`x-request-id`. From the moment a call's body is read until its answer is sent,
+a second task listens for the client's disconnect and cancels the call, because
+uvicorn silently drops writes to a closed socket: without the listener a
+disconnected client's upstream call, plain or streamed, would run to its end
+and be recorded as answered.
 """
 
 from __future__ import annotations
@@ -94,14 +96,29 @@ class GatewayApp:
                     raise _not_allowed()
                 body = await self.read_json(headers, receive)
                 principal = await auth.authenticate(headers.get(b"authorization"))
-                reply = await service.handle(
-                    endpoint,
-                    principal,
-                    body,
-                    request_id=request_id,
-                    client_ip=client_ip,
-                    user_agent=user_agent,
-                )
+                watch = _ClientWatch(receive)
+                try:
+                    reply = await service.handle(
+                        endpoint,
+                        principal,
+                        body,
+                        request_id=request_id,
+                        client_ip=client_ip,
+                        user_agent=user_agent,
+                    )
+                except asyncio.CancelledError:
+                    # The client left: the call was ended and recorded (499); nobody to answer.
+                    if watch.ours():
+                        return
+                    raise
+                except Exception:
+                    watch.stop()
+                    raise
+                if reply.stream is None:
+                    watch.stop()
+                else:
+                    await self.pump(reply, watch, send)
+                    return
             elif path == "/v1/models" or path.startswith("/v1/models/"):
                 if method != "GET":
                     raise _not_allowed()
@@ -180,26 +197,18 @@ class GatewayApp:
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
-        await self.pump(reply, receive, send)
+        await self.pump(reply, _ClientWatch(receive), send)
 
-    async def pump(self, reply: service.Reply, receive, send) -> None:
+    async def pump(self, reply: service.Reply, watch: _ClientWatch, send) -> None:
         """Send the stream's frames as they come; stop it as soon as the client goes away.
 
         The frames are sent from this task, each as soon as the stream yields it (a
         chunk holds what one upstream read brought): no hop through another task
-        before the first byte. A listener task waits for the client's disconnect and
-        cancels this task, which cancels the stream wherever it waits.
+        before the first byte. `watch` cancels this task when the client disconnects,
+        which cancels the stream wherever it waits.
         """
         stream = reply.stream
-        task = asyncio.current_task()
-        ending = False  # once the last message is out, a "disconnect" is the response's end
-
-        def client_left(_: asyncio.Future) -> None:
-            if not ending:
-                task.cancel()
-
-        listening = asyncio.ensure_future(_disconnected(receive))
-        listening.add_done_callback(client_left)
+        ending = False  # the last message is going out: nothing more to send
         try:
             # The head goes out while the upstream's first bytes are still on their way.
             await send(
@@ -211,6 +220,7 @@ class GatewayApp:
                         continue
                     if frame == service.DONE:  # the last frame goes out with the response's end
                         ending = True
+                        watch.stop()  # a disconnect now is the response's end
                         await send({"type": "http.response.body", "body": frame})
                     else:
                         await send({"type": "http.response.body", "body": frame, "more_body": True})
@@ -218,16 +228,46 @@ class GatewayApp:
                 logger.warning("gateway: a stream ended with %s", type(exc).__name__)
             if not ending:
                 ending = True
+                watch.stop()  # a disconnect now is the response's end
                 await send({"type": "http.response.body", "body": b""})
         except asyncio.CancelledError:
             # Our own cancel (the client left) ends the call here; any other goes on up.
-            if not listening.done() or listening.cancelled() or task.uncancel() > 0:
+            if not watch.ours():
                 raise
         finally:
-            ending = True
-            listening.cancel()
+            watch.stop()
             # Runs the stream's own cleanup (upstream closed, record completed) however we left.
             await stream.aclose()
+
+
+class _ClientWatch:
+    """Cancels the current task when the client disconnects, until stopped.
+
+    `ours()`, in an `except CancelledError`, says whether the cancel was this watch's
+    (the client left) rather than someone else's (a shutdown), and takes it back.
+    """
+
+    __slots__ = ("_fired", "_listening", "_task")
+
+    def __init__(self, receive) -> None:
+        self._task = asyncio.current_task()
+        self._fired = False
+        self._listening = asyncio.ensure_future(_disconnected(receive))
+        self._listening.add_done_callback(self._client_left)
+
+    def _client_left(self, listening: asyncio.Future) -> None:
+        if not listening.cancelled() and self._listening is not None:
+            self._fired = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        listening, self._listening = self._listening, None
+        if listening is not None:
+            listening.cancel()
+
+    def ours(self) -> bool:
+        self.stop()
+        return self._fired and self._task.uncancel() == 0
 
 
 async def _disconnected(receive) -> None:

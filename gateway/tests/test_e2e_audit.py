@@ -21,9 +21,12 @@ def headers(gw, key="alice"):
     return {"Authorization": f"Bearer {gw.keys[key]}"}
 
 
-def raw_stream_request(port: int, key: str, model: str) -> socket.socket:
-    """Open a streamed call on a raw socket, so the test can hang up whenever it likes."""
-    body = json.dumps({"model": model, "messages": MESSAGES, "stream": True}).encode()
+def raw_stream_request(
+    port: int, key: str, model: str, *, stream: bool = True, messages=MESSAGES
+) -> socket.socket:
+    """Open a call (streamed by default) on a raw socket, so the test can hang up whenever
+    it likes."""
+    body = json.dumps({"model": model, "messages": messages, "stream": stream}).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -65,6 +68,31 @@ def test_a_client_disconnecting_mid_stream_is_recorded_with_partial_usage(gatewa
     # The stream would have dripped for many seconds more: the upstream call was cancelled.
     assert record["latency_ms"] < 5000
     assert json.loads(record["response_body"])["partial"] is True
+
+
+def test_a_client_leaving_a_plain_call_cancels_it_and_is_recorded(gateway):
+    """No answer can reach a client that left: the upstream call is cancelled, not run to
+    its end and recorded as answered."""
+    marker = f"leaving {time.time_ns()}"
+    sock = raw_stream_request(
+        gateway.port,
+        gateway.keys["alice"],
+        "sim/slow-1000",  # the simulator answers after a second
+        stream=False,
+        messages=[{"role": "user", "content": marker}],
+    )
+    time.sleep(0.3)
+    sock.close()
+    deadline = time.monotonic() + 5
+    while True:
+        rows = gateway.records(f"CAST(request_body AS TEXT) LIKE '%{marker}%'")
+        if (rows and rows[0]["outcome"] != "interrupted") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert rows, "no record"
+    record = rows[0]
+    assert record["outcome"] == "client_disconnected" and record["status_code"] == 499
+    assert record["latency_ms"] < 900  # ended when the client left, not when the answer came
 
 
 def test_our_own_exception_answers_500_with_the_request_id_and_completes_the_record(gateway):

@@ -203,7 +203,11 @@ def versions(litellm: Path | None) -> dict[str, str]:
     from importlib.metadata import version
 
     rev = run("git", "rev-parse", "--short", "HEAD")
-    if run("git", "status", "--porcelain", "--untracked-files=no"):
+    # The previous run's report, rewritten by this one, is not a change to what is measured.
+    changed = run(
+        "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/RESULTS.md"
+    )
+    if changed:
         rev += " (with uncommitted changes)"
     found = {
         "python": platform.python_version(),

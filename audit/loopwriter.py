@@ -376,6 +376,10 @@ class LoopWriter:
     async def _reconnect(self) -> None:
         try:
             await self.connect()
+            if self._closing:  # the gateway shut down while this attempt was under way
+                self.usable = False
+                self._disconnect()
+                return
             logger.info("audit: the loop writer reconnected")
         except Exception as exc:
             self._disconnect()

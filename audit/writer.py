@@ -340,33 +340,31 @@ class AuditWriter:
         raw = connection.connection
         raw.autocommit = True  # BEGIN and COMMIT are ours
         sql = _statements(connection.vendor)
-        fresh = [op for op in inserts if not op.resumed]
-        resumed = [op for op in inserts if op.resumed]
         with (
             raw.pipeline(),
             psycopg.Cursor(raw) as control,
             psycopg.Cursor(raw) as opened,
-            psycopg.Cursor(raw) as again,
+            psycopg.Cursor(raw) as resumed,
             psycopg.Cursor(raw) as other,
         ):
+            # A resumed insert (see _Op.resumed) takes its committed record, if there is one.
+            openings = (
+                (opened, sql.insert_sql(1), [op for op in inserts if not op.resumed]),
+                (resumed, sql.insert_resumed_sql, [op for op in inserts if op.resumed]),
+            )
             control.execute("BEGIN")
-            if fresh:
-                opened.executemany(sql.insert_sql(1), _insert_rows(sql, fresh), returning=True)
-            if resumed:
-                again.executemany(
-                    sql.insert_resumed_sql, _insert_rows(sql, resumed), returning=True
-                )
+            for cursor, statement, ops in openings:
+                if ops:
+                    cursor.executemany(statement, _insert_rows(sql, ops), returning=True)
             if updates:
                 other.executemany(sql.update_sql, _update_rows(sql, updates))
             if touches:
                 other.executemany(sql.touch_sql, _touch_rows(sql, touches))
             control.execute("COMMIT")
-            for op in fresh:
-                op.pk = opened.fetchone()[0]
-                opened.nextset()
-            for op in resumed:
-                op.pk = again.fetchone()[0]
-                again.nextset()
+            for cursor, _statement, ops in openings:
+                for op in ops:
+                    op.pk = cursor.fetchone()[0]
+                    cursor.nextset()
 
     @staticmethod
     def _insert_many(inserts: list[_Op]) -> None:
@@ -505,20 +503,21 @@ def _build_statements(vendor: str) -> _Statements:
     key_meta = apps.get_model("gateway", "ApiKey")._meta
     touch_field = key_meta.get_field("last_used_at")
     # Only the models' own table and column names are interpolated; every value is a parameter.
+    insert_head = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
+    insert_row = "(" + ", ".join(["%s"] * len(insert)) + ")"
+    insert_returning = f"RETURNING {pk}, {quote('request_id')}"
     return _Statements(
         insert=insert,
         update=update,
-        insert_head=f"INSERT INTO {table} ({columns}) VALUES ",  # noqa: S608
-        insert_row="(" + ", ".join(["%s"] * len(insert)) + ")",
-        insert_returning=f"RETURNING {pk}, {quote('request_id')}",
+        insert_head=insert_head,
+        insert_row=insert_row,
+        insert_returning=insert_returning,
         # Request ids are the gateway's own and unique per call: a conflict on one is
         # this call's record, committed before its connection broke. The no-op update
         # makes RETURNING give that row (DO NOTHING would return none).
         insert_resumed_sql=(
-            f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(insert))}) "  # noqa: S608
-            f"ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
-            f"{quote('request_id')} = EXCLUDED.{quote('request_id')} "
-            f"RETURNING {pk}, {quote('request_id')}"
+            f"{insert_head}{insert_row} ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
+            f"{quote('request_id')} = EXCLUDED.{quote('request_id')} {insert_returning}"
         ),
         update_sql=f"UPDATE {table} SET {assignments} WHERE {pk} = %s",  # noqa: S608
         # Only ever forward in time (writes may land out of order), and no row

@@ -286,9 +286,7 @@ async def handle(
     try:
         call.admission = await admit_call(principal, targets, body, endpoint)
     except asyncio.CancelledError:
-        opened.add_done_callback(
-            lambda done: _finish_opened(call, done, outcome="client_disconnected", status=499)
-        )
+        _finish_when_opened(call, opened, outcome="client_disconnected", status=499)
         raise
     except Exception as exc:
         if isinstance(exc, GatewayError):
@@ -382,9 +380,7 @@ async def _record_opened(
     except AuditUnavailable:
         return GatewayError(503, AUDIT_UNAVAILABLE, code="audit_unavailable")
     except asyncio.CancelledError:  # the client went away meanwhile
-        opened.add_done_callback(
-            lambda done: _finish_opened(call, done, outcome="client_disconnected", status=499)
-        )
+        _finish_when_opened(call, opened, outcome="client_disconnected", status=499)
         raise
     except TimeoutError:
         logger.error(
@@ -392,17 +388,21 @@ async def _record_opened(
             call.request_id,
             settings.MESHGATE_AUDIT_WAIT_SECONDS,
         )
-        opened.add_done_callback(lambda done: _finish_opened(call, done, **if_late))
+        _finish_when_opened(call, opened, **if_late)
         return GatewayError(503, AUDIT_LATE, code="audit_unavailable")
     return None
 
 
-def _finish_opened(call: _Call, opened: asyncio.Future, **closing: Any) -> None:
-    """End a call that stopped waiting for its record: complete the record if it was
-    written, and settle the call's admission either way."""
-    if not opened.cancelled() and opened.exception() is None:
-        call.record_id = opened.result()
-    _finish(call, **closing)
+def _finish_when_opened(call: _Call, opened: asyncio.Future, **closing: Any) -> None:
+    """End a call that stopped waiting for its record, once the record's write ends:
+    complete the record if it was written, and settle the call's admission either way."""
+
+    def finish(done: asyncio.Future) -> None:
+        if not done.cancelled() and done.exception() is None:
+            call.record_id = done.result()
+        _finish(call, **closing)
+
+    opened.add_done_callback(finish)
 
 
 def _log_internal(request_id: str, exc: BaseException) -> None:

@@ -11,10 +11,19 @@ The connection "sim" points at the provider simulator's URL (tests that need it 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
+
+# The Redis server the tests use for what is not the suite's own REDIS_URL (each test module
+# keeps a database number of its own). Point it elsewhere to run two checkouts' suites at once.
+TEST_REDIS = os.environ.get("MESHGATE_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def redis_url_for_tests(db: int) -> str:
+    return f"{TEST_REDIS}/{db}"
 
 
 def pytest_configure(config):

@@ -10,9 +10,10 @@ import uuid
 import pytest
 from django.core.cache import cache
 
+from conftest import redis_url_for_tests
 from connections import versioning
 
-REDIS = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/15"
+REDIS = os.environ.get("REDIS_URL") or redis_url_for_tests(15)
 
 
 @pytest.fixture

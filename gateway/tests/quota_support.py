@@ -10,10 +10,11 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import async_to_sync
 
+from conftest import redis_url_for_tests
 from gateway.quotas import admission
 
 # The suite's Redis when it has one, else this engineer's own db number.
-REDIS_TEST_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/11"
+REDIS_TEST_URL = os.environ.get("REDIS_URL") or redis_url_for_tests(11)
 GPT4O_PRICES = (Decimal("2.50"), Decimal("10.00"), Decimal("1.25"))
 # 100 prompt tokens at 2.50 + 100 output tokens at 10.00 per million: 0.00125 USD.
 WORST_CASE = Decimal("0.00125")

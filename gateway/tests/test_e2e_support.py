@@ -22,9 +22,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import redis_url_for_tests
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-REDIS_URL = os.environ.get("MESHGATE_TEST_GW_REDIS_URL", "redis://127.0.0.1:6379/3")
+REDIS_URL = os.environ.get("MESHGATE_TEST_GW_REDIS_URL", redis_url_for_tests(3))
 
 # Run inside a fresh interpreter: create the tables, seed the cast and extra models, print keys.
 SEED = r"""

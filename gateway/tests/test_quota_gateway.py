@@ -18,12 +18,13 @@ import httpx
 import openai
 import pytest
 
+from conftest import redis_url_for_tests
 from gateway.quotas.admission import estimate_prompt_tokens, worst_case_nanos
 from gateway.quotas.periods import from_nanos
 from gateway.tests.test_e2e_audit import raw_stream_request, read_until, request_id_of
 from gateway.tests.test_e2e_support import Gateway, make_gateway
 
-QUOTA_REDIS_URL = os.environ.get("MESHGATE_TEST_QUOTA_REDIS_URL", "redis://127.0.0.1:6379/12")
+QUOTA_REDIS_URL = os.environ.get("MESHGATE_TEST_QUOTA_REDIS_URL", redis_url_for_tests(12))
 BODY = {
     "model": "sim/gpt-4o",
     "messages": [{"role": "user", "content": "Tell me how budgets are checked."}],
@@ -40,12 +41,22 @@ def _database_url(tmp_path) -> str:
     import psycopg
 
     parts = urlsplit(suite)
-    name = "test_quota_e2e"
+    name = f"test_quota_e2e_{uuid.uuid4().hex[:8]}"
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(f'CREATE DATABASE "{name}"')
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _drop_database(url: str) -> None:
+    if not url.startswith(("postgres://", "postgresql://")):
+        return
+    import psycopg
+
+    parts = urlsplit(url)
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{parts.path.lstrip("/")}" WITH (FORCE)')
 
 
 def _clear_redis() -> None:
@@ -63,10 +74,11 @@ def _clear_redis() -> None:
 def gateway(simulator, tmp_path_factory):
     _clear_redis()
     tmp_path = tmp_path_factory.mktemp("quota-gw")
+    database_url = _database_url(tmp_path)
     gw = make_gateway(
         simulator,
         tmp_path,
-        DATABASE_URL=_database_url(tmp_path),
+        DATABASE_URL=database_url,
         REDIS_URL=QUOTA_REDIS_URL,
         MESHGATE_CACHE_PREFIX="quota-e2e-" + uuid.uuid4().hex[:8],
         MESHGATE_CACHE_CHECK_SECONDS="0.2",
@@ -75,6 +87,7 @@ def gateway(simulator, tmp_path_factory):
     yield gw
     gw.stop()
     _clear_redis()
+    _drop_database(database_url)
 
 
 PRELUDE = """

@@ -52,7 +52,9 @@ Faults by script (control API; per process)
   {"status": 503}, {"delay_ms": 1000}, {"drop_after_chunks": 3}, {"malformed_sse": true},
   {"chunk_interval_ms": 200}, {"error_after_chunks": 2}, {}]}`: the next requests
   for that model (`"*"` for any) take these in order, then behaviour returns to
-  normal. An entry may also carry `"message"` and `"code"` for the error body.
+  normal. An entry may also carry `"message"` and `"code"` for the error body, or
+  `"content"`: the text of the chat answer instead of the seeded sentences (e.g. a
+  reply full of personal data, to test redaction).
   `error_after_chunks` ends a stream with the provider's mid-stream error (an
   OpenAI `data: {"error": ...}` event; a Bedrock exception frame whose type is
   `code`, e.g. `throttlingException`).

@@ -317,7 +317,10 @@ class Simulator:
                 self.answers.put(endpoint, model, raw, answer, created=None)
             return await respond_faulty(send, answer, fault)
         seen = len(self.seen_system_prompts)
-        plan = openai_wire.ChatPlan(body, model, self.seen_system_prompts)
+        content = fault.get("content")
+        plan = openai_wire.ChatPlan(
+            body, model, self.seen_system_prompts, content if isinstance(content, str) else None
+        )
         # A system prompt seen for the first time is reported as cached the next time: that
         # answer cannot be replayed.
         cacheable = not fault and raw and len(self.seen_system_prompts) == seen

@@ -134,7 +134,9 @@ def _stops(body: dict[str, Any]) -> set[str]:
 class Choice:
     """One planned answer: either text pieces or a tool call."""
 
-    def __init__(self, body: dict[str, Any], index: int, prompt_seed: int) -> None:
+    def __init__(
+        self, body: dict[str, Any], index: int, prompt_seed: int, content: str | None = None
+    ) -> None:
         self.index = index
         self.tool_call: dict[str, Any] | None = None
         self.pieces: list[str] = []
@@ -155,7 +157,12 @@ class Choice:
             return
         fmt = body.get("response_format") or {}
         limit = _limit(body)
-        if fmt.get("type") in {"json_object", "json_schema"}:
+        if content is not None:
+            self.pieces = pieces(content)
+            truncated = limit is not None and len(self.pieces) > limit
+            if truncated:
+                self.pieces = self.pieces[:limit]
+        elif fmt.get("type") in {"json_object", "json_schema"}:
             schema = (fmt.get("json_schema") or {}).get("schema")
             data = arguments_for(schema, seed) if schema else {"answer": "simulated"}
             self.pieces = pieces(orjson.dumps(data).decode())
@@ -187,12 +194,18 @@ class Choice:
 class ChatPlan:
     """Everything about one chat answer, computed once, rendered whole or as chunks."""
 
-    def __init__(self, body: dict[str, Any], model: str, seen_system_prompts: set[str]) -> None:
+    def __init__(
+        self,
+        body: dict[str, Any],
+        model: str,
+        seen_system_prompts: set[str],
+        content: str | None = None,
+    ) -> None:
         self.model = model
         self.prompt_tokens, self.cached_tokens = prompt_usage(body, seen_system_prompts)
         prompt_seed = seed_of(model, body.get("messages"), body.get("seed"))
         n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
-        self.choices = [Choice(body, i, prompt_seed) for i in range(n)]
+        self.choices = [Choice(body, i, prompt_seed, content) for i in range(n)]
         self.id = f"chatcmpl-sim{prompt_seed % 10**16:016d}"
         self.created = int(time.time())
 

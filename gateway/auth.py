@@ -7,6 +7,13 @@ version is bumped whenever a key is saved or deleted, revocation included),
 and so are misses, for a few seconds, so a client hammering with a bad key
 costs one query per few seconds, not one per call. Missing, malformed,
 unknown, revoked and expired keys get the same 401.
+
+The secret is never compared as such, so there is no early-exit comparison to time: the whole
+presented value is hashed and its digest is the lookup key (a dict here, a unique index in
+SQL). What the timing of either could reveal is how much of a SHA-256 digest matched, which
+says nothing about the secret: the digest of a guess cannot be steered, so an attacker cannot
+walk it towards a stored one (`hmac.compare_digest` on the digests would add nothing). A real
+public id with a wrong secret is just another unknown digest: one lookup, like every refusal.
 """
 
 from __future__ import annotations

@@ -125,6 +125,12 @@ apikey_revoke(api_key=revoked, actor=cast.admin)
 expired, keys["expired"] = apikey_create(owner=cast.alice, department=cast.marketing, purpose="x",
                                          expires_at=timezone.now() + timedelta(days=1))
 ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+from django.contrib.auth import get_user_model
+dora = get_user_model().objects.create_user("dora")
+dora.groups.add(cast.marketing.group)
+_, keys["inactive"] = apikey_create(owner=dora, department=cast.marketing, purpose="left")
+dora.is_active = False
+dora.save()
 print(json.dumps(keys))
 """
 

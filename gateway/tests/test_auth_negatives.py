@@ -1,0 +1,105 @@
+"""`gateway.auth` in process: a real public id is not enough, and every refusal costs the same.
+
+A key is `mg-<public id>-<secret>`. The public id is not a secret (it is shown in the admin and
+kept on every record), so each test here presents a real one with something wrong after it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from gateway import auth
+from gateway.errors import GatewayError
+from gateway.models import ApiKey
+from gateway.services import apikey_create, apikey_revoke
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def other_secret(raw: str) -> str:
+    """The same key with its secret's first character changed: same public id, same length."""
+    head, _, secret = raw.rpartition("-")
+    return f"{head}-{'B' if secret[0] != 'B' else 'C'}{secret[1:]}"
+
+
+@pytest.fixture
+def keys(cast):
+    auth.clear()
+    _, alice = apikey_create(owner=cast.alice, department=cast.marketing, purpose="good")
+    _, alice_other = apikey_create(owner=cast.alice, department=cast.marketing, purpose="other")
+    revoked, revoked_raw = apikey_create(owner=cast.alice, department=cast.marketing, purpose="r")
+    apikey_revoke(api_key=revoked, actor=cast.admin)
+    expired, expired_raw = apikey_create(owner=cast.alice, department=cast.marketing, purpose="e")
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    _, bob_raw = apikey_create(owner=cast.bob, department=cast.finance, purpose="b")
+    cast.bob.is_active = False
+    cast.bob.save()
+    public_id = alice.rpartition("-")[0]
+    yield {
+        "good": alice,
+        "bad": {
+            "forged secret": other_secret(alice),
+            "another key's secret": f"{public_id}-{alice_other.rpartition('-')[2]}",
+            "truncated": alice[:-1],
+            "secret missing": f"{public_id}-",
+            "public id alone": public_id,
+            "padded": alice + "A",
+            "doubled": alice + alice[3:],
+            "revoked": revoked_raw,
+            "expired": expired_raw,
+            "owner deactivated": bob_raw,
+        },
+    }
+    auth.clear()
+
+
+def refusal(raw: str) -> tuple:
+    with pytest.raises(GatewayError) as raised:
+        async_to_sync(auth.authenticate)(f"Bearer {raw}".encode())
+    error = raised.value
+    return (error.status, error.message, error.code, error.error_type, error.param)
+
+
+def test_a_real_public_id_with_a_wrong_secret_is_refused_even_once_its_key_is_cached(keys):
+    good = async_to_sync(auth.authenticate)(f"Bearer {keys['good']}".encode())
+    assert good.username == "alice"
+    for label, raw in keys["bad"].items():
+        assert refusal(raw)[0] == 401, label
+    # The refusals did not spoil the real key's cached entry either.
+    assert async_to_sync(auth.authenticate)(f"Bearer {keys['good']}".encode()) == good
+
+
+def test_every_refusal_is_the_same_401_and_costs_the_same_lookups(keys):
+    refusals, costs, repeats = {}, {}, {}
+    for label, raw in keys["bad"].items():
+        with CaptureQueriesContext(connection) as first:
+            refusals[label] = refusal(raw)
+        with CaptureQueriesContext(connection) as again:
+            assert refusal(raw) == refusals[label]
+        costs[label], repeats[label] = len(first), len(again)
+    assert set(refusals.values()) == {
+        (
+            401,
+            "Invalid or missing API key. Send 'Authorization: Bearer mg-...'.",
+            "invalid_api_key",
+            "authentication_error",
+            None,
+        )
+    }
+    # One indexed lookup by hash the first time, none while it is remembered: a forged secret,
+    # a revoked key and a deactivated owner cannot be told apart by what they cost either.
+    assert set(costs.values()) == {1}, costs
+    assert set(repeats.values()) == {0}, repeats
+    # The presented key never reached SQL, not even its public id.
+    with CaptureQueriesContext(connection) as queries:
+        refusal(other_secret(other_secret(keys["good"])))
+    public_id = keys["good"].split("-")[1]
+    assert queries.captured_queries and all(
+        public_id not in query["sql"] for query in queries.captured_queries
+    )

@@ -1,11 +1,20 @@
 """Every ModelAdmin in the project, whoever wrote it: changelist, search, add, change, actions."""
 
+import datetime as dt
+from decimal import Decimal
+
 import pytest
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.test import RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
+from audit.services import chargeback_build, usage_rollup_day
+from audit.tests import make_records
+from connections.services import department_create
+from gateway.models import QuotaAlert
+from gateway.quotas.services import quota_create, ratelimit_create
 from gateway.services import apikey_create
 
 # Read when the module is imported, after Django set up: every app's admin is in it.
@@ -13,11 +22,30 @@ REGISTRY = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.l
 IDS = [model._meta.label for model, _ in REGISTRY]
 
 
+def rows_for_every_admin(cast) -> None:
+    """At least one row behind every registered admin (the cast covers users, groups,
+    departments, the connection, LLMs and the alias), so each change page and action runs."""
+    api_key, _ = apikey_create(owner=cast.alice, department=cast.marketing, purpose="smoke")
+    department_create(actor=cast.admin, name="Legal", cost_center="LG-100")  # a ChangeEvent
+    yesterday = timezone.localdate() - dt.timedelta(days=1)
+    started = timezone.make_aware(dt.datetime.combine(yesterday, dt.time(12)))
+    make_records.create(
+        make_records.record(
+            user=cast.alice, llm=cast.gpt4o_mini, api_key_id=api_key.pk, started_at=started
+        ),
+        make_records.record(user=cast.bob, llm=cast.gpt4o_mini, started_at=started),
+    )
+    usage_rollup_day(day=yesterday)
+    chargeback_build(month=yesterday.replace(day=1), actor=cast.admin, refresh_rollups=False)
+    quota = quota_create(name="Marketing monthly", amount=Decimal("10"), department=cast.marketing)
+    QuotaAlert.objects.create(quota=quota, period_start=started, threshold=80, spent=Decimal("8.5"))
+    ratelimit_create(name="Key RPM", scope="api_key", requests_per_minute=60)
+
+
 @pytest.fixture
 def admin_client(client, cast, settings):
     settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = True
-    # A row for the gateway's admin too, so its actions have something to act on.
-    apikey_create(owner=cast.alice, department=cast.marketing, purpose="smoke")
+    rows_for_every_admin(cast)
     client.force_login(cast.admin)
     return client
 
@@ -43,9 +71,9 @@ def test_changelist_search_add_and_change_pages(admin_client, cast, model, model
     else:
         assert add.status_code == 403
     first = model_admin.get_queryset(admin_request(cast.admin)).first()
-    if first is not None:
-        assert admin_client.get(url(model, "change", first.pk)).status_code == 200
-        assert admin_client.get(url(model, "history", first.pk)).status_code == 200
+    assert first is not None, f"add a {model._meta.label} row to rows_for_every_admin()"
+    assert admin_client.get(url(model, "change", first.pk)).status_code == 200
+    assert admin_client.get(url(model, "history", first.pk)).status_code == 200
 
 
 @pytest.mark.parametrize(("model", "model_admin"), REGISTRY, ids=IDS)
@@ -53,6 +81,7 @@ def test_each_action_runs_on_the_existing_rows(admin_client, cast, model, model_
     request = admin_request(cast.admin)
     actions = model_admin.get_actions(request)
     pks = list(model_admin.get_queryset(request).values_list("pk", flat=True)[:5])
+    assert pks, f"add a {model._meta.label} row to rows_for_every_admin()"
     for name in actions:
         response = admin_client.post(
             url(model, "changelist"), {"action": name, ACTION_CHECKBOX_NAME: pks, "index": 0}

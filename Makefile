@@ -10,7 +10,7 @@ export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 # The demo connection points at the simulator `make run` starts, wherever SIM_PORT puts it.
 export MESHGATE_SIMULATOR_URL ?= http://$(HOST):$(SIM_PORT)
 
-.PHONY: install run test browser test-sqlite test-postgres lint format check bench bench-peers keys demo clean
+.PHONY: install run test mutate browser lint format check bench bench-peers keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,41 @@ browser:
 	  || echo "make browser: /usr/bin/chromium is missing and apt-get cannot install it" >&2
 
 # The suite covers local models too, so it installs the extra (`make run` stays light).
+# With DATABASE_URL set, one run on that database. Without it, the suite runs on SQLite, then
+# again on PostgreSQL + Redis when both answer on their default local addresses (the production
+# audit writer and the Redis quota scripts are tested only there). TEST_POSTGRES=required makes
+# their absence an error (CI), TEST_POSTGRES=no skips that run.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+TEST_POSTGRES ?= auto
 test: install install-local keys browser
+ifdef DATABASE_URL
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+else
+	@status=0; \
+	echo "== test suite on SQLite (embedded default)"; \
+	$(VENV)/bin/pytest $(PYTEST_ARGS) || status=1; \
+	if [ "$(TEST_POSTGRES)" = no ]; then \
+	  echo "make test: TEST_POSTGRES=no, so no run on PostgreSQL + Redis"; \
+	elif pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null \
+	  && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then \
+	  echo "== test suite on PostgreSQL + Redis ($(TEST_DATABASE_URL), $(TEST_REDIS_URL))"; \
+	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	    $(VENV)/bin/pytest --create-db $(PYTEST_ARGS) || status=1; \
+	elif [ "$(TEST_POSTGRES)" = required ]; then \
+	  echo "make test: PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) does not answer" >&2; \
+	  status=1; \
+	else \
+	  echo "make test: PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) does not answer:" \
+	    "the suite ran on SQLite only"; \
+	fi; \
+	exit $$status
+endif
+
+# Mutation testing of the security- and money-critical modules (cosmic-ray; see docs/MUTATION.md).
+# `make mutate MUTATE_ARGS="cost redaction"` for some of them. Slow: not part of `make test`.
+mutate: install keys
+	$(PY) mutation/run.py $(MUTATE_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -52,7 +52,7 @@ TARGETS: dict[str, Target] = {
     "cost": Target("audit/cost.py", ("audit/tests/test_writer_cost.py",), 60),
     "redaction": Target(
         "audit/redaction.py",
-        ("audit/tests/test_writer_redaction.py",),
+        ("audit/tests/test_writer_redaction.py", "audit/tests/test_stored_redaction.py"),
         60,
     ),
     "ledger": Target(

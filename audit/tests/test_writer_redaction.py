@@ -31,3 +31,18 @@ def test_the_strictest_policy_of_an_alias_wins():
     assert strictest(["full", "redacted"]) == "redacted"
     assert strictest(["redacted", "metadata", "full"]) == "metadata"
     assert strictest([]) == "full"
+
+
+def test_the_length_bounds_of_cards_ibans_and_phones_are_exact():
+    cases = {
+        "card 4222222222222 ok": "card [CARD] ok",  # 13 digits, the shortest card
+        "card 4111111111111111110 ok": "card [CARD] ok",  # 19 digits, the longest
+        "ref 411111111117 ok": "ref [PHONE] ok",  # 12 Luhn-valid digits: not a card
+        "card 4111 1111 1111 1112 ok": "card 4111 1111 1111 1112 ok",  # fails the Luhn check
+        "NO93 8601 1117 947": "[IBAN]",  # 15 characters, the shortest IBAN
+        "call 555 0147 now": "call [PHONE] now",  # 7 digits, the shortest phone number
+        "code 12 34 56 now": "code 12 34 56 now",  # 6 digits: not a phone number
+        "x 123456789012345 y": "x [PHONE] y",  # 15 digits, the longest (E.164)
+        "x 1234567890123456 y": "x 1234567890123456 y",  # 16 digits, no Luhn: kept
+    }
+    assert {text: redact_text(text) for text in cases} == cases

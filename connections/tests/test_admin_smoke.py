@@ -14,6 +14,7 @@ from audit.services import chargeback_build, usage_rollup_day
 from audit.tests import make_records
 from connections.services import department_create
 from gateway.models import QuotaAlert
+from gateway.quotas import admission
 from gateway.quotas.services import quota_create, ratelimit_create
 from gateway.services import apikey_create
 
@@ -47,7 +48,9 @@ def admin_client(client, cast, settings):
     settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = True
     rows_for_every_admin(cast)
     client.force_login(cast.admin)
-    return client
+    yield client
+    # The quota created above is cached by the admission code: later tests must not see it.
+    admission.reset_for_tests()
 
 
 def url(model, name, *args):

@@ -34,6 +34,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from ..ids import unique_hex
+from ..lookups import db_lookup
 from . import config, ledger, scripts
 from .config import CallScope, NeedsLoad, QuotaConfig, RateLimitConfig
 from .ledger import Held, QuotaExceeded
@@ -344,9 +345,7 @@ class Admission:
         elif self.backend == "database":
             memory_limiter.settle(self.checks, self.id, actual_tokens)
             if self.plan:
-                spent = await sync_to_async(ledger.db_settle)(
-                    self.plan, actual_nanos, self.started_at
-                )
+                spent = await db_lookup(ledger.db_settle, self.plan, actual_nanos, self.started_at)
         if actual_nanos > 0 and spent:
             await _check_alerts(self, spent)
 
@@ -407,7 +406,7 @@ async def admit(
     try:
         llm = config.llm_limits(llm_id, load=False)
     except NeedsLoad:
-        llm = await sync_to_async(config.llm_limits)(llm_id)
+        llm = await db_lookup(config.llm_limits, llm_id)
 
     # The output bound: the request's max_tokens, capped by what the LLM can produce.
     caps = []
@@ -423,7 +422,7 @@ async def admit(
     paid = nanos > 0
     shape = _shape(principal, llm_id, connection_id, paid, now, now_ms)
     if shape is None:
-        shape = await sync_to_async(_load)(principal, llm_id, connection_id, paid, now)
+        shape = await db_lookup(_load, principal, llm_id, connection_id, paid, now)
     admission = Admission(
         id=unique_hex(),
         started_at=now,
@@ -505,14 +504,14 @@ async def _rebuild(handle: _Redis, held: Held) -> None:
     counter, entries_key = counter_keys(held.quota, held.window)
     entries: list[Any] = []
     if held.window.rolling:
-        rows = await sync_to_async(ledger.audit_entries)(held.quota, held.window)
+        rows = await db_lookup(ledger.audit_entries, held.quota, held.window)
         total = 0
         for started_at, record_id, cost in rows:
             nanos = to_nanos(cost)
             total += nanos
             entries += [epoch_ms(started_at), f"a{record_id}|{nanos}"]
     else:
-        total = to_nanos(await sync_to_async(ledger.audit_spend)(held.quota, held.window))
+        total = to_nanos(await db_lookup(ledger.audit_spend, held.quota, held.window))
     built = await handle.init(
         keys=[counter, entries_key], args=[total, _expire_at(held.quota, held.window), *entries]
     )
@@ -525,7 +524,7 @@ async def _database_admit(admission: Admission, now: datetime) -> None:
     if not admission.plan:
         return
     try:
-        await sync_to_async(ledger.db_admit)(admission.plan)
+        await db_lookup(ledger.db_admit, admission.plan)
     except BaseException:
         memory_limiter.forget(admission.checks, admission.id)
         raise

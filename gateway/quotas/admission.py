@@ -33,6 +33,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from connections.dbguard import run_guarded
+
 from ..ids import unique_hex
 from ..lookups import db_lookup
 from . import config, ledger, scripts
@@ -367,7 +369,8 @@ async def _check_alerts(admission: Admission, spent: list[int]) -> None:
         from .services import quota_alerts_send
 
         try:
-            await sync_to_async(quota_alerts_send)(
+            await sync_to_async(run_guarded)(
+                quota_alerts_send,
                 quota_id=quota.id,
                 period_start=period_start,
                 thresholds=due,

@@ -14,7 +14,13 @@ expires after RESERVATION_TTL.
 Counters missing from Redis (never built, flushed, Redis restarted) are rebuilt
 from the audit trail before the call is admitted. With Redis unreachable,
 admission falls back to row locks in the database (never to "unlimited") and
-to per-process rate-limit windows; without REDIS_URL that is the only path.
+to per-process rate-limit windows only without REDIS_URL (one process). With
+REDIS_URL set and Redis unreachable, a call that a blocking quota or a rate limit
+applies to is refused (`QuotaUnavailable`, 503 `quota_unavailable`): every worker
+counts in the same place or not at all, so a quota is never overspent and a rate
+limit never lifted by an outage seen by some workers only. Calls with no blocking
+quota and no rate limit proceed (their non-blocking counters are rebuilt from the
+audit trail when Redis is back).
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from ..ids import unique_hex
 from ..lookups import db_lookup
 from . import config, ledger, scripts
 from .config import CallScope, NeedsLoad, QuotaConfig, RateLimitConfig
-from .ledger import Held, QuotaExceeded
+from .ledger import Held, QuotaExceeded, QuotaUnavailable
 from .periods import (
     EPOCH,
     Window,
@@ -57,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 RESERVATION_TTL = timedelta(minutes=15)  # longer than any call's timeouts and fallbacks
 DEFAULT_MAX_OUTPUT_TOKENS = 4096  # when neither the request nor the LLM says
-REDIS_RETRY_AFTER_FAILURE = 5.0  # seconds on the database path before trying Redis again
+REDIS_RETRY_AFTER_FAILURE = 1.0  # seconds refusing before trying Redis again
 REDIS_ERRORS = (OSError,)  # connection refused or lost, and timeouts (see .resp)
 
 __all__ = ["Admission", "QuotaExceeded", "RateLimited", "admit", "estimate_prompt_tokens"]
@@ -152,7 +158,10 @@ def _redis() -> _Redis | None:
 def _redis_failed(exc: Exception) -> None:
     global _redis_down_until
     _redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_FAILURE
-    logger.warning("Redis unreachable (%s): quotas use database row locks", type(exc).__name__)
+    logger.warning(
+        "Redis unreachable (%s): calls under a blocking quota or a rate limit get 503",
+        type(exc).__name__,
+    )
 
 
 def counter_base(quota: QuotaConfig, span: Window) -> str:
@@ -447,6 +456,8 @@ async def admit(
             return admission
         except REDIS_ERRORS as exc:
             _redis_failed(exc)
+    if settings.REDIS_URL and (shape.limits or any(q.blocking for q in shape.quotas)):
+        raise QuotaUnavailable
     await _database_admit(admission, now)
     admission.backend = "database"
     return admission

@@ -27,11 +27,13 @@ import json
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from django.conf import settings
 from django.db import connection, models, transaction
 
 from .models import CallRecord
@@ -65,6 +67,7 @@ COMPLETION_FIELDS = (
 )
 _MAX_BATCH = 1000
 LAZY_SECONDS = 0.005  # how long a completion may wait to share an insert's commit
+SPOOL_RETRY_SECONDS = 1.0  # how often the spool is tried while the database is away
 _WAKE = object()  # queued when completions arrive, so the writer starts its short wait
 _TICK = object()  # the short wait ended with no insert
 
@@ -97,6 +100,11 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._loop_writer: LoopWriter | None = None  # PostgreSQL, on the gateway's loop
         self.batches = 0  # how many batches were written (the tests and the bench read it)
+        # Complete records of calls refused while the database was away (see `spool`).
+        self._spool: collections.deque[dict[str, Any]] = collections.deque()
+        self._spool_retry_at = 0.0
+        self.spool_written = 0  # in the current outage
+        self.spool_dropped = 0  # in the current outage: the spool was full, or a record refused
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -217,6 +225,20 @@ class AuditWriter:
         self._queue.put(op)
         op.done.wait(timeout)
 
+    def spool(self, fields: dict[str, Any]) -> None:
+        """Keep the complete record of a call refused because the database was away, and
+        write it once the database answers again (the thread tries every
+        SPOOL_RETRY_SECONDS). At most MESHGATE_AUDIT_SPOOL_MAX are kept; the rest are
+        counted, and logged when the spool is written."""
+        if len(self._spool) >= settings.MESHGATE_AUDIT_SPOOL_MAX:
+            if self.spool_dropped == 0:
+                logger.error("audit: the spool is full; refused calls are no longer kept")
+            self.spool_dropped += 1
+            return
+        self._spool.append(fields)
+        self.start()
+        self._queue.put(_WAKE)
+
     def touch_key(self, api_key_id: int, when: datetime) -> None:
         """Record an API key's last use, fire and forget (a plain UPDATE, no signal)."""
         self._later(_Op("touch", {"api_key_id": api_key_id, "when": when}))
@@ -255,9 +277,14 @@ class AuditWriter:
     def _run(self) -> None:
         try:
             while True:
+                if self._spool and time.monotonic() >= self._spool_retry_at:
+                    self._write_spool()
                 # With completions waiting, wait a moment for an insert to share their commit.
+                timeout = LAZY_SECONDS if self._lazy else None
+                if self._spool and timeout is None:
+                    timeout = max(0.0, self._spool_retry_at - time.monotonic())
                 try:
-                    op = self._queue.get(timeout=LAZY_SECONDS if self._lazy else None)
+                    op = self._queue.get(timeout=timeout)
                 except queue.Empty:
                     op = _TICK
                 stop = op is None
@@ -307,6 +334,43 @@ class AuditWriter:
                         )
         for op in batch:
             self._resolve(op)
+
+    def _write_spool(self) -> None:
+        """Write the spooled records if the database answers; keep them if it does not."""
+        self._spool_retry_at = time.monotonic() + SPOOL_RETRY_SECONDS
+        count = min(len(self._spool), _MAX_BATCH)
+        # Resumed inserts: a record committed after all is taken, not written twice.
+        ops = [_Op("insert", self._spool[index], resumed=True) for index in range(count)]
+        try:
+            self._write_batch(ops)
+            written = count
+        except Exception as exc:
+            self._reset_connection()
+            if _connection_lost(exc):
+                return  # still away
+            written = 0
+            for op in ops:  # one the database refuses must not hold the others back
+                try:
+                    self._write_batch([op])
+                    written += 1
+                except Exception as exc:
+                    self._reset_connection()
+                    if _connection_lost(exc):
+                        break  # away again: the rest stays in the spool
+                    self.spool_dropped += 1
+                self._spool.popleft()
+            count = 0
+        for _ in range(count):
+            self._spool.popleft()
+        self.spool_written += written
+        if not self._spool:
+            logger.warning(
+                "audit: %d records of calls refused while the database was away were written; "
+                "%d could not be kept",
+                self.spool_written,
+                self.spool_dropped,
+            )
+            self.spool_written = self.spool_dropped = 0
 
     def _write_batch(self, batch: list[_Op]) -> None:
         inserts = [op for op in batch if op.kind == "insert"]

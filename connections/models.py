@@ -325,3 +325,17 @@ class ChangeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.get_event_type_display()} {self.object_repr}"
+
+
+class CacheVersion(models.Model):
+    """The version of one scope of the processes' in-memory caches (`connections.versioning`).
+
+    Bumped with the copy in the shared cache (Redis) by the same signals, so a gateway
+    that cannot reach Redis still sees a revocation or a withdrawal from this row.
+    """
+
+    scope = models.CharField(max_length=40, primary_key=True)
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.scope} v{self.version}"

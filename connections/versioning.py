@@ -12,6 +12,14 @@ MESHGATE_CACHE_CHECK_SECONDS, and empties the memos whose version moved. On
 that loop a memo never reads the shared cache itself (but for its first check).
 Elsewhere (sync code, short-lived loops, or a check interval of 0), `fresh()`
 reads the version when the interval has passed, as it always did.
+
+The number also lives in a database row per scope (`CacheVersion`), bumped with
+the shared cache's copy. The refresher reads both, each in a thread of its own
+(a source that does not answer is skipped, never waited for), and a move in
+either empties the memos: a revocation reaches a gateway that cannot reach Redis,
+or whose Redis missed the bump, within the check interval. With the database
+away nothing can change (every change is a database write), so keeping the
+memos is right.
 """
 
 from __future__ import annotations
@@ -20,9 +28,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.cache import cache
+
+from .dbguard import run_guarded
 
 CATALOG = "catalog"  # connections, LLMs, aliases, grants, group membership, departments
 KEYS = "keys"  # API keys
@@ -32,11 +43,48 @@ logger = logging.getLogger(__name__)
 
 
 def bump(scope: str) -> None:
+    """Move a scope's version in the database row and in the shared cache.
+
+    Each copy alone reaches every gateway: one that is away is logged, not raised
+    (this runs after the change committed)."""
+    try:
+        run_guarded(_bump_row, scope)
+    except Exception as exc:
+        logger.warning("versioning: the %s version row was not bumped (%s)", scope, _name(exc))
     key = _PREFIX + scope
     try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, int(time.time() * 1000), timeout=None)
+        try:
+            cache.incr(key)
+        except ValueError:
+            cache.set(key, int(time.time() * 1000), timeout=None)
+    except Exception as exc:
+        logger.warning("versioning: the shared cache was not bumped (%s)", _name(exc))
+
+
+def _bump_row(scope: str) -> None:
+    from django.db.models import F
+
+    from .models import CacheVersion
+
+    if not CacheVersion.objects.filter(scope=scope).update(version=F("version") + 1):
+        _row, created = CacheVersion.objects.get_or_create(scope=scope, defaults={"version": 1})
+        if not created:
+            CacheVersion.objects.filter(scope=scope).update(version=F("version") + 1)
+
+
+def _read_rows(scopes: list[str]) -> dict[str, int]:
+    from .models import CacheVersion
+
+    def read() -> dict[str, int]:
+        rows = CacheVersion.objects.filter(scope__in=scopes).values_list("scope", "version")
+        return dict(rows)
+
+    found = run_guarded(read)
+    return {scope: found.get(scope, 0) for scope in scopes}
+
+
+def _name(exc: BaseException) -> str:
+    return type(exc).__name__
 
 
 def current(scope: str) -> int:
@@ -64,7 +112,12 @@ class VersionedMemo:
         now = time.monotonic()
         if now - self._checked_at >= settings.MESHGATE_CACHE_CHECK_SECONDS:
             self._checked_at = now
-            self.apply(current(self.scope))
+            try:
+                version = current(self.scope)
+            except Exception as exc:  # the shared cache is away: keep what we have
+                logger.warning("versioning: the shared cache did not answer (%s)", _name(exc))
+                version = self._version if self._version is not None else 0
+            self.apply(version)
         return self.data
 
     def apply(self, version: int) -> None:
@@ -100,18 +153,59 @@ def _read_versions(scopes: list[str]) -> dict[str, int]:
     return versions
 
 
-async def _refresh_forever() -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(settings.MESHGATE_CACHE_CHECK_SECONDS)
-        scopes = sorted({memo.scope for memo in _memos})
+class _Source:
+    """One place versions are read from, in a thread of its own: a read that hangs (a
+    frozen network) holds only its own source, and is not asked again until it ends."""
+
+    def __init__(self, name: str, read) -> None:
+        self.name = name
+        self.read = read
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"versions-{name}")
+        self.pending: asyncio.Future | None = None
+        self.failing = False
+
+    async def versions(self, scopes: list[str]) -> dict[str, int] | None:
+        loop = asyncio.get_running_loop()
+        if self.pending is None or self.pending.done():
+            self.pending = loop.run_in_executor(self.executor, self.read, scopes)
         try:
-            versions = await loop.run_in_executor(None, _read_versions, scopes)
-        except Exception as exc:  # the shared cache is away: keep what we have, try again
-            logger.warning("versioning: the shared cache did not answer (%s)", type(exc).__name__)
-            continue
-        for memo in _memos:
-            memo.apply(versions[memo.scope])
+            async with asyncio.timeout(max(1.0, settings.MESHGATE_CACHE_CHECK_SECONDS)):
+                found = await asyncio.shield(self.pending)
+        except Exception as exc:  # away or not answering: keep what we have, try again
+            if not self.failing:
+                logger.warning("versioning: the %s did not answer (%s)", self.name, _name(exc))
+            self.failing = True
+            return None
+        if self.failing:
+            logger.warning("versioning: the %s answers again", self.name)
+        self.failing = False
+        return found
+
+
+async def _refresh_forever() -> None:
+    cache_source = _Source("shared cache", _read_versions)
+    row_source = _Source("database", _read_rows)
+    rows_seen: dict[str, int] = {}
+    try:
+        while True:
+            scopes = sorted({memo.scope for memo in _memos})
+            from_cache, from_rows = await asyncio.gather(
+                cache_source.versions(scopes), row_source.versions(scopes)
+            )
+            moved: set[str] = set()
+            for scope, version in (from_rows or {}).items():
+                if rows_seen.get(scope, version) != version:
+                    moved.add(scope)
+                rows_seen[scope] = version
+            for memo in _memos:
+                if from_cache is not None:
+                    memo.apply(from_cache[memo.scope])
+                if memo.scope in moved:
+                    memo.data = {}
+            await asyncio.sleep(settings.MESHGATE_CACHE_CHECK_SECONDS)
+    finally:
+        for source in (cache_source, row_source):
+            source.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def start_refresher() -> None:

@@ -23,12 +23,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from asgiref.sync import sync_to_async
-
 from audit.writer import writer
 from connections import versioning
 
 from .errors import unauthorized
+from .lookups import db_lookup
 from .models import KEY_PREFIX
 from .service import Principal
 
@@ -102,7 +101,7 @@ async def authenticate(header: bytes | None) -> Principal:
     entry = entries.get(key_hash)
     now = time.monotonic()
     if entry is None or (entry.until is not None and entry.until < now):
-        entry = await sync_to_async(_lookup)(key_hash)
+        entry = await db_lookup(_lookup, key_hash)
         if len(entries) >= _MAX_ENTRIES:
             entries.clear()
         entries[key_hash] = entry

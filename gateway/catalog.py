@@ -16,12 +16,11 @@ import weakref
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from asgiref.sync import sync_to_async
-
 from connections import versioning
 from connections.providers.base import ConnectionConfig
 
 from .errors import GatewayError, model_not_found
+from .lookups import db_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +186,7 @@ async def snapshot() -> Snapshot:
         data = _memo.fresh()
         current = data.get("snapshot")
         if current is None:
-            current = await sync_to_async(_load_snapshot)()
+            current = await db_lookup(_load_snapshot)
             data["snapshot"] = current
     return current
 
@@ -196,7 +195,7 @@ async def user_info(user_id: int) -> UserInfo:
     snap = await snapshot()
     info = snap.users.get(user_id)
     if info is None:
-        info = await sync_to_async(_load_user)(user_id, snap)
+        info = await db_lookup(_load_user, user_id, snap)
         if len(snap.users) >= _MAX_USERS:
             snap.users.clear()
         snap.users[user_id] = info

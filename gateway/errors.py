@@ -154,3 +154,14 @@ def internal(request_id: str) -> GatewayError:
         f"Meshgate failed to handle the request (request id {request_id}).",
         code="internal_error",
     )
+
+
+def database_unavailable() -> GatewayError:
+    """The database is away: no record can be written, so no call is made (503, retryable)."""
+    return GatewayError(
+        503,
+        "The audit database is unreachable; the call was not made.",
+        code="audit_unavailable",
+        outcome="internal_error",
+        retry_after=1,
+    )

@@ -76,6 +76,7 @@ class _Call:
     # lets PostgreSQL update the row in place (a HOT update, no index entries).
     llm_id: int | None = None
     connection_id: int | None = None
+    opening: dict[str, Any] | None = None  # its record's opening fields, for the spool
 
 
 def _now() -> datetime:
@@ -205,15 +206,23 @@ async def record_refusal(
             call, outcome=error.outcome, status=error.status, error_message=error.message
         )
     )
+    inserted = writer.insert_soon(fields)
     try:
         async with asyncio.timeout(settings.MESHGATE_AUDIT_WAIT_SECONDS):
-            await asyncio.shield(writer.insert_soon(fields))
+            await asyncio.shield(inserted)
     except AuditUnavailable:
-        logger.error("audit: the refusal of request %s could not be recorded", request_id)
+        # The database is away: the record waits in the spool until it is back.
+        writer.spool(fields)
     except TimeoutError:
-        # Still queued: it is written when the database answers again.
+        # Still queued: written when the database answers again, or spooled if it fails.
         logger.error("audit: the refusal of request %s is not recorded yet", request_id)
+        inserted.add_done_callback(lambda done: _spool_if_failed(done, fields))
     return error_reply(error, request_id)
+
+
+def _spool_if_failed(done: asyncio.Future, fields: dict[str, Any]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        writer.spool(fields)
 
 
 async def handle(
@@ -275,6 +284,7 @@ async def handle(
             policy=policy,
             alias_name=alias_name,
         )
+        call.opening = opening
     except GatewayError as error:
         return await record_refusal(error, **refuse)
     except Exception as exc:
@@ -295,13 +305,15 @@ async def handle(
             _log_internal(request_id, exc)
             error = internal(request_id)
         closing = {"outcome": error.outcome, "status": error.status, "error_message": error.message}
-        if await _record_opened(call, opened, closing) is not None:
-            logger.error("audit: the refusal of request %s could not be recorded", request_id)
+        await _record_opened(call, opened, closing, closing)
         _finish(call, **closing)
         return error_reply(error, request_id)
     # Audit first: a call that cannot be recorded is not made (and costs nothing).
     refused = await _record_opened(
-        call, opened, {"outcome": "internal_error", "status": 503, "error_message": AUDIT_LATE}
+        call,
+        opened,
+        {"outcome": "internal_error", "status": 503, "error_message": AUDIT_LATE},
+        {"outcome": "internal_error", "status": 503, "error_message": AUDIT_UNAVAILABLE},
     )
     if refused is not None:
         if call.admission is not None:
@@ -364,13 +376,17 @@ AUDIT_LATE = "The audit trail did not answer in time; the call was not made."
 
 
 async def _record_opened(
-    call: _Call, opened: asyncio.Future, if_late: dict[str, Any]
+    call: _Call,
+    opened: asyncio.Future,
+    if_late: dict[str, Any],
+    if_unavailable: dict[str, Any],
 ) -> GatewayError | None:
     """Wait for the call's opening record, at most MESHGATE_AUDIT_WAIT_SECONDS.
 
     None once it is written (`call.record_id` set); otherwise the 503 the call gets. A
     stalled database must not hold every call: past the wait the call is refused, and
-    the record, if it lands later, is completed with `if_late`'s outcome.
+    the record, if it lands later, is completed with `if_late`'s outcome. A record the
+    database could not take is kept in the writer's spool with `if_unavailable`'s.
     """
     try:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can drop a cancel that arrives
@@ -378,6 +394,7 @@ async def _record_opened(
         async with asyncio.timeout(settings.MESHGATE_AUDIT_WAIT_SECONDS):
             call.record_id = await asyncio.shield(opened)
     except AuditUnavailable:
+        _spool(call, **if_unavailable)
         return GatewayError(503, AUDIT_UNAVAILABLE, code="audit_unavailable")
     except asyncio.CancelledError:  # the client went away meanwhile
         _finish_when_opened(call, opened, outcome="client_disconnected", status=499)
@@ -400,9 +417,18 @@ def _finish_when_opened(call: _Call, opened: asyncio.Future, **closing: Any) -> 
     def finish(done: asyncio.Future) -> None:
         if not done.cancelled() and done.exception() is None:
             call.record_id = done.result()
+        else:
+            _spool(call, **closing)
         _finish(call, **closing)
 
     opened.add_done_callback(finish)
+
+
+def _spool(call: _Call, **closing: Any) -> None:
+    """Keep the complete record of a call whose opening could not be written (the
+    database is away) in the writer's spool, written once the database is back."""
+    if call.opening is not None:
+        writer.spool({**call.opening, **_closing_fields(call, **closing)})
 
 
 def _log_internal(request_id: str, exc: BaseException) -> None:

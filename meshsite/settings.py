@@ -283,6 +283,8 @@ MESHGATE_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
 MESHGATE_AUDIT_RETENTION_DAYS = env_int("MESHGATE_AUDIT_RETENTION_DAYS", 365, minimum=1)
 # How long a call waits for its audit record before it is refused (503, nothing sent upstream).
 MESHGATE_AUDIT_WAIT_SECONDS = env_int("MESHGATE_AUDIT_WAIT_SECONDS", 10, minimum=1)
+# Records of calls refused while the database was away, kept in memory until it is back.
+MESHGATE_AUDIT_SPOOL_MAX = env_int("MESHGATE_AUDIT_SPOOL_MAX", 10_000, minimum=0)
 MESHGATE_DEMO_PASSWORD = env_str("MESHGATE_DEMO_PASSWORD")
 MESHGATE_SIMULATOR_URL = env_str("MESHGATE_SIMULATOR_URL", "http://127.0.0.1:8001")
 # The demo's local Hugging Face models: seeded only where the optional extra is installed.

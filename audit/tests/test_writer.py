@@ -144,3 +144,21 @@ def test_nul_characters_are_recorded(writer):
     assert record.user_agent == f"agent{nul}"
     assert record.request_body == {"messages": [{"role": "user", "content": f"a{nul}b"}]}
     assert record.error_message == f"e{nul}"
+
+
+def test_the_spool_writes_what_it_kept_and_counts_what_it_could_not_keep(writer, settings):
+    settings.MESHGATE_AUDIT_SPOOL_MAX = 0  # full: counted, not kept
+    writer.spool({**opening(), **closing()})
+    assert writer.spool_dropped == 1
+    settings.MESHGATE_AUDIT_SPOOL_MAX = 10
+    kept = [{**opening(), **closing(outcome="internal_error", status_code=503)} for _ in range(2)]
+    for fields in kept:
+        writer.spool(fields)
+    deadline = datetime.now(UTC) + timedelta(seconds=5)
+    ids = [fields["request_id"] for fields in kept]
+    while CallRecord.objects.filter(request_id__in=ids).count() < 2:
+        assert datetime.now(UTC) < deadline, "the spool was not written"
+        asyncio.run(asyncio.sleep(0.05))
+    statuses = CallRecord.objects.filter(request_id__in=ids).values_list("status_code", flat=True)
+    assert set(statuses) == {503}
+    assert CallRecord.objects.count() == 2

@@ -14,7 +14,13 @@ expires after RESERVATION_TTL.
 Counters missing from Redis (never built, flushed, Redis restarted) are rebuilt
 from the audit trail before the call is admitted. With Redis unreachable,
 admission falls back to row locks in the database (never to "unlimited") and
-to per-process rate-limit windows; without REDIS_URL that is the only path.
+to per-process rate-limit windows only without REDIS_URL (one process). With
+REDIS_URL set and Redis unreachable, a call that a blocking quota or a rate limit
+applies to is refused (`QuotaUnavailable`, 503 `quota_unavailable`): every worker
+counts in the same place or not at all, so a quota is never overspent and a rate
+limit never lifted by an outage seen by some workers only. Calls with no blocking
+quota and no rate limit proceed (their non-blocking counters are rebuilt from the
+audit trail when Redis is back).
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from connections.dbguard import run_guarded
+
 from ..ids import unique_hex
+from ..lookups import db_lookup
 from . import config, ledger, scripts
 from .config import CallScope, NeedsLoad, QuotaConfig, RateLimitConfig
-from .ledger import Held, QuotaExceeded
+from .ledger import Held, QuotaExceeded, QuotaUnavailable
 from .periods import (
     EPOCH,
     Window,
@@ -54,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 RESERVATION_TTL = timedelta(minutes=15)  # longer than any call's timeouts and fallbacks
 DEFAULT_MAX_OUTPUT_TOKENS = 4096  # when neither the request nor the LLM says
-REDIS_RETRY_AFTER_FAILURE = 5.0  # seconds on the database path before trying Redis again
+REDIS_RETRY_AFTER_FAILURE = 1.0  # seconds refusing before trying Redis again
 REDIS_ERRORS = (OSError,)  # connection refused or lost, and timeouts (see .resp)
 
 __all__ = ["Admission", "QuotaExceeded", "RateLimited", "admit", "estimate_prompt_tokens"]
@@ -149,7 +158,10 @@ def _redis() -> _Redis | None:
 def _redis_failed(exc: Exception) -> None:
     global _redis_down_until
     _redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_FAILURE
-    logger.warning("Redis unreachable (%s): quotas use database row locks", type(exc).__name__)
+    logger.warning(
+        "Redis unreachable (%s): calls under a blocking quota or a rate limit get 503",
+        type(exc).__name__,
+    )
 
 
 def counter_base(quota: QuotaConfig, span: Window) -> str:
@@ -344,9 +356,7 @@ class Admission:
         elif self.backend == "database":
             memory_limiter.settle(self.checks, self.id, actual_tokens)
             if self.plan:
-                spent = await sync_to_async(ledger.db_settle)(
-                    self.plan, actual_nanos, self.started_at
-                )
+                spent = await db_lookup(ledger.db_settle, self.plan, actual_nanos, self.started_at)
         if actual_nanos > 0 and spent:
             await _check_alerts(self, spent)
 
@@ -368,7 +378,8 @@ async def _check_alerts(admission: Admission, spent: list[int]) -> None:
         from .services import quota_alerts_send
 
         try:
-            await sync_to_async(quota_alerts_send)(
+            await sync_to_async(run_guarded)(
+                quota_alerts_send,
                 quota_id=quota.id,
                 period_start=period_start,
                 thresholds=due,
@@ -407,7 +418,7 @@ async def admit(
     try:
         llm = config.llm_limits(llm_id, load=False)
     except NeedsLoad:
-        llm = await sync_to_async(config.llm_limits)(llm_id)
+        llm = await db_lookup(config.llm_limits, llm_id)
 
     # The output bound: the request's max_tokens, capped by what the LLM can produce.
     caps = []
@@ -423,7 +434,7 @@ async def admit(
     paid = nanos > 0
     shape = _shape(principal, llm_id, connection_id, paid, now, now_ms)
     if shape is None:
-        shape = await sync_to_async(_load)(principal, llm_id, connection_id, paid, now)
+        shape = await db_lookup(_load, principal, llm_id, connection_id, paid, now)
     admission = Admission(
         id=unique_hex(),
         started_at=now,
@@ -445,6 +456,8 @@ async def admit(
             return admission
         except REDIS_ERRORS as exc:
             _redis_failed(exc)
+    if settings.REDIS_URL and (shape.limits or any(q.blocking for q in shape.quotas)):
+        raise QuotaUnavailable
     await _database_admit(admission, now)
     admission.backend = "database"
     return admission
@@ -505,14 +518,14 @@ async def _rebuild(handle: _Redis, held: Held) -> None:
     counter, entries_key = counter_keys(held.quota, held.window)
     entries: list[Any] = []
     if held.window.rolling:
-        rows = await sync_to_async(ledger.audit_entries)(held.quota, held.window)
+        rows = await db_lookup(ledger.audit_entries, held.quota, held.window)
         total = 0
         for started_at, record_id, cost in rows:
             nanos = to_nanos(cost)
             total += nanos
             entries += [epoch_ms(started_at), f"a{record_id}|{nanos}"]
     else:
-        total = to_nanos(await sync_to_async(ledger.audit_spend)(held.quota, held.window))
+        total = to_nanos(await db_lookup(ledger.audit_spend, held.quota, held.window))
     built = await handle.init(
         keys=[counter, entries_key], args=[total, _expire_at(held.quota, held.window), *entries]
     )
@@ -525,7 +538,7 @@ async def _database_admit(admission: Admission, now: datetime) -> None:
     if not admission.plan:
         return
     try:
-        await sync_to_async(ledger.db_admit)(admission.plan)
+        await db_lookup(ledger.db_admit, admission.plan)
     except BaseException:
         memory_limiter.forget(admission.checks, admission.id)
         raise

@@ -17,7 +17,7 @@ from gateway.errors import GatewayError
 
 from .admission import Admission, admit, estimate_prompt_tokens
 from .errors import error_response
-from .ledger import QuotaExceeded
+from .ledger import QuotaExceeded, QuotaUnavailable
 from .ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,15 @@ async def admit_call(principal, targets: list, body: dict[str, Any], endpoint: s
             prompt_tokens_estimate=estimate_prompt_tokens(body),
             max_output_tokens=_requested_output(endpoint, body),
         )
+    except QuotaUnavailable:
+        raise GatewayError(
+            503,
+            "Quotas and rate limits cannot be checked right now (their counter store is "
+            "unreachable); the call was not made. Retry shortly.",
+            code="quota_unavailable",
+            outcome="internal_error",
+            retry_after=1,
+        ) from None
     except (QuotaExceeded, RateLimited) as exc:
         status, error_body, headers = error_response(exc)
         detail = error_body["error"]

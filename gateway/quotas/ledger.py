@@ -21,6 +21,12 @@ from .config import QuotaConfig, all_quotas
 from .periods import EPOCH, ROLLING_BUCKET, Window, bucket_start, from_nanos, to_nanos
 
 
+class QuotaUnavailable(Exception):
+    """The shared counter store (Redis) is unreachable and a blocking quota or a rate
+    limit applies: the call is refused (503), never counted in a ledger of this
+    process's own that the other workers cannot see."""
+
+
 class QuotaExceeded(Exception):
     """A blocking quota has no room for the call's worst-case cost."""
 

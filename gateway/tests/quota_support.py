@@ -85,7 +85,7 @@ async def try_admit(principal, llm, *, prices=GPT4O_PRICES, prompt=100, output=1
             max_output_tokens=output,
             now=now,
         )
-    except (admission.QuotaExceeded, admission.RateLimited) as exc:
+    except (admission.QuotaExceeded, admission.RateLimited, admission.QuotaUnavailable) as exc:
         return exc
 
 

@@ -60,3 +60,35 @@ def test_a_withdrawn_grant_is_refused_by_every_worker_within_seconds(gateway):
     wait_for(lambda: status(second_port, key, "sim/slow-1000") == 404)
     # What was not withdrawn still works.
     assert status(second_port, key) == 200
+
+
+def test_a_revoked_key_is_refused_within_5_s_by_a_worker_that_cannot_reach_redis(gateway):
+    from urllib.parse import urlsplit
+
+    from gateway.tests.relay import Relay
+
+    redis = urlsplit(gateway.env["REDIS_URL"])
+    relay = Relay(redis.hostname or "127.0.0.1", redis.port or 6379)
+    try:
+        via = redis._replace(netloc=f"127.0.0.1:{relay.port}").geturl()
+        process, port = gateway.start(extra_env={"REDIS_URL": via})
+        key = gateway.run(
+            "from django.contrib.auth.models import User\n"
+            "from connections.models import Department\n"
+            "from gateway.services import apikey_create\n"
+            "alice = User.objects.get(username='alice')\n"
+            "marketing = Department.objects.get(cost_center='MKT-100')\n"
+            "_, raw = apikey_create(owner=alice, department=marketing, purpose='no-redis')\n"
+            "print(raw)\n"
+        ).strip()
+        assert status(port, key) == 200
+        relay.kill()  # this worker's Redis is away; the admin's is not
+        gateway.run(
+            "from gateway.models import ApiKey\n"
+            "from gateway.services import apikey_revoke\n"
+            "apikey_revoke(api_key=ApiKey.objects.get(purpose='no-redis'), actor=None)\n"
+        )
+        wait_for(lambda: status(port, key) == 401, seconds=5)
+        process.terminate()
+    finally:
+        relay.close()

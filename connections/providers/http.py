@@ -19,9 +19,14 @@ What it does and does not do:
   gzip or deflate if a server compresses although not asked to.
 - Streams have back-pressure: reading from the upstream socket pauses while
   more than `HIGH_WATER` bytes wait for the consumer.
-- A keep-alive connection the server closed just as a request went out (no
-  byte of answer) is retried once on a new connection; anything else is a
-  `TransportError` for the adapter to map (the router decides on retries).
+- No request is ever sent twice behind the caller's back: whatever was written
+  may have reached the provider (and be billed), so only the router re-sends,
+  as an attempt it records. A kept-alive connection the server closed is left
+  out before anything is written to it: the loop sees its end, and one that
+  idled over `_PROBE_AFTER` seconds is polled first (one syscall). One that
+  closes after the request went out, before any byte of answer, is a
+  `ClosedBeforeAnswer`; every failure is a `TransportError` for the adapter to
+  map.
 - No redirects, proxies, cookies, HTTP/2 or `Expect: 100-continue`: a gateway
   must not follow a provider's redirect anywhere, and reads no proxy settings
   from its environment.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
 import ssl
 import time
 import zlib
@@ -40,7 +46,8 @@ from urllib.parse import urlsplit
 import httptools
 
 HIGH_WATER = 256 * 1024
-_REUSED_RETRIES = 1
+# A kept-alive connection idle longer than this is polled for the server's close before use.
+_PROBE_AFTER = 1.0
 
 
 class TransportError(Exception):
@@ -59,8 +66,9 @@ class RemoteProtocolError(TransportError):
     pass
 
 
-class _ClosedBeforeAnswer(TransportError):
-    """A reused connection closed before any byte of answer: safe to send again."""
+class ClosedBeforeAnswer(RemoteProtocolError):
+    """A kept-alive connection closed after the request was written, before any byte of
+    answer. The provider may have read the request: sending it again is a new attempt."""
 
 
 class Headers(dict):
@@ -171,7 +179,7 @@ class _Connection(asyncio.Protocol):
             self._wake()
         elif self._busy and not self._complete:
             if not self._received and self.used:
-                self._fail(_ClosedBeforeAnswer("connection closed before the answer"))
+                self._fail(ClosedBeforeAnswer("kept-alive connection closed before the answer"))
             else:
                 self._fail(RemoteProtocolError("connection closed before the answer was complete"))
         self.pool.forget(self)
@@ -347,6 +355,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def quiet(self) -> bool:
+        """True unless the idle socket has something to read: the server's close (or bytes
+        nobody asked for), which the loop has not handled yet."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | getattr(select, "POLLRDHUP", 0))
+        return not poller.poll(0)
+
 
 class _Pool:
     """The connections to one origin (scheme, host, port) from one event loop."""
@@ -366,7 +384,8 @@ class _Pool:
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
-            if not conn.closed and now - conn.idle_since < expiry:
+            idle = now - conn.idle_since
+            if not conn.closed and idle < expiry and (idle < _PROBE_AFTER or conn.quiet()):
                 return conn
             conn._close()
             self.forget(conn)
@@ -553,19 +572,12 @@ class HTTPClient:
                 content,
             )
         )
-        for attempt in range(_REUSED_RETRIES + 1):
-            conn = await pool.acquire()
-            try:
-                response = await conn.send(data, self.timeout)
-            except _ClosedBeforeAnswer:
-                conn.finish()
-                if attempt < _REUSED_RETRIES:
-                    continue
-                raise RemoteProtocolError("connection closed before the answer") from None
-            except BaseException:
-                conn.finish()
-                raise
-            break
+        conn = await pool.acquire()
+        try:
+            response = await conn.send(data, self.timeout)
+        except BaseException:
+            conn.finish()
+            raise
         if stream:
             return response
         try:
@@ -601,6 +613,7 @@ def _check_header_text(text: str) -> None:
 
 
 __all__ = [
+    "ClosedBeforeAnswer",
     "ConnectError",
     "HTTPClient",
     "Headers",

@@ -1,4 +1,4 @@
-"""What the gateway does with a difficult upstream: long Retry-After, answers' headers."""
+"""What the gateway does with a difficult upstream, through a real Meshgate process."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 import httpx
 
+from connections.tests.upstreams import RawUpstream, chat_answer
 from gateway.tests.test_e2e_support import gateway_fixture  # noqa: F401
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
@@ -58,3 +59,55 @@ def test_every_v1_answer_says_nosniff(gateway):
     assert [a.status_code for a in answers] == [200, 400, 200, 401, 404, 200]
     for answer in answers:
         assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+
+
+ADD_CONNECTION = """
+from decimal import Decimal
+from django.contrib.auth.models import Group
+from guardian.shortcuts import assign_perm
+from connections.models import LLM, Connection
+conn = Connection(name={slug!r}, slug={slug!r}, kind="openai_compatible", base_url={url!r},
+                  timeout_seconds=10, max_retries={retries})
+conn.set_secrets({{"api_key": "raw-upstream-key-not-real"}})
+conn.save()
+model = LLM.objects.create(connection=conn, name="raw-model", kind="chat", approved=True,
+                           input_price=Decimal("1"), output_price=Decimal("2"))
+assign_perm("connections.use_llm", Group.objects.get(name="Marketing"), model)
+"""
+
+
+def add_connection(gw, slug: str, url: str, *, retries: int = 0) -> str:
+    """A connection to `url` with one model the cast's Alice may use, once the gateway sees it."""
+    gw.run(ADD_CONNECTION.format(slug=slug, url=url, retries=retries))
+    model = f"{slug}/raw-model"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        listed = httpx.get(
+            gw.url + "/models", headers={"Authorization": f"Bearer {gw.keys['alice']}"}
+        ).json()
+        if any(item["id"] == model for item in listed["data"]):
+            return model
+        time.sleep(0.2)
+    raise AssertionError(f"{model} never became visible")
+
+
+def test_every_request_that_reached_the_provider_is_an_attempt_in_the_trail(gateway):
+    # Each kept-alive connection carries one answer; the next request on it is read, then the
+    # upstream hangs up without a byte of answer (as a server closing idle connections may).
+    upstream = RawUpstream(lambda request, nth: chat_answer() if nth == 0 else None)
+    try:
+        model = add_connection(gateway, "hangup", upstream.base_url, retries=2)
+        request_ids = []
+        for _ in range(3):
+            response = post(gateway, {"model": model, "messages": MESSAGES})
+            assert response.status_code == 200, response.text
+            request_ids.append(response.headers["x-request-id"])
+    finally:
+        upstream.close()
+    attempts = [
+        json.loads(gateway.record(rid, outcome_not="interrupted")["attempts"])
+        for rid in request_ids
+    ]
+    assert len(upstream.requests) == sum(len(a) for a in attempts) == 5
+    assert [[a["status"] for a in call] for call in attempts] == [[200], [502, 200], [502, 200]]
+    assert attempts[1][0]["error"] == "upstream_connection_closed"

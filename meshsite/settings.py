@@ -290,6 +290,8 @@ MESHGATE_DEMO_LOCAL_MODELS = env_bool("MESHGATE_DEMO_LOCAL_MODELS", True)
 MESHGATE_DEMO_MODELS_DIR = env_str("MESHGATE_DEMO_MODELS_DIR", str(VAR_DIR / "models"))
 # How long an in-process cache may serve without checking the shared version counter.
 MESHGATE_CACHE_CHECK_SECONDS = float(env_str("MESHGATE_CACHE_CHECK_SECONDS", "1.0") or 1.0)
+# The largest server-sent event an upstream may send; past it the stream is stopped.
+MESHGATE_MAX_SSE_EVENT_BYTES = env_int("MESHGATE_MAX_SSE_EVENT_BYTES", 4 << 20, minimum=1024)
 
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "meshgate@localhost")

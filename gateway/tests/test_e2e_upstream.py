@@ -111,3 +111,55 @@ def test_every_request_that_reached_the_provider_is_an_attempt_in_the_trail(gate
     assert len(upstream.requests) == sum(len(a) for a in attempts) == 5
     assert [[a["status"] for a in call] for call in attempts] == [[200], [502, 200], [502, 200]]
     assert attempts[1][0]["error"] == "upstream_connection_closed"
+
+
+def peak_memory_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_an_endless_sse_line_is_stopped_at_the_limit_with_flat_memory(gateway):
+    total = 32 * 1024 * 1024  # one line, no newline: the default limit is 4 MiB
+
+    def huge_line(request, nth):
+        yield b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+        piece = b"x" * 65536
+        yield b"data: {" + piece
+        for _ in range(total // len(piece)):
+            yield piece
+
+    upstream = RawUpstream(huge_line)
+    worker = gateway.processes[0].pid
+    try:
+        model = add_connection(gateway, "endless", upstream.base_url)
+        before = peak_memory_kib(worker)
+        started = time.monotonic()
+        with httpx.stream(
+            "POST",
+            gateway.url + "/chat/completions",
+            json={"model": model, "messages": MESSAGES, "stream": True},
+            headers={"Authorization": f"Bearer {gateway.keys['alice']}"},
+            timeout=60,
+        ) as response:
+            events = [line for line in response.iter_lines() if line]
+            request_id = response.headers["x-request-id"]
+        elapsed = time.monotonic() - started
+        growth = peak_memory_kib(worker) - before
+        deadline = time.monotonic() + 5
+        while not upstream.aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        upstream.close()
+    assert response.status_code == 200
+    error = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert error["code"] == "upstream_event_too_large"
+    assert "data: [DONE]" not in events
+    assert upstream.aborted == 1 and upstream.sent < total // 2  # its connection was closed
+    assert growth < 24 * 1024, f"the worker's peak memory grew by {growth} KiB"
+    assert elapsed < 5
+    record = gateway.record(request_id, outcome_not="interrupted")
+    assert record["outcome"] == "upstream_error"
+    assert "stream event over" in record["error_message"]

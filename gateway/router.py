@@ -83,6 +83,8 @@ async def _attempt(
                 last_error = exc
                 if not exc.retryable:
                     raise
+                if exc.code == "upstream_address_refused":  # the same again: next target
+                    break
                 if attempt + 1 < tries:
                     wait = backoff(attempt, exc.retry_after, RETRY_WAIT_BUDGET - attempts.waited)
                     if wait is None:  # asked to wait longer than the call may: next target

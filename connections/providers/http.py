@@ -27,6 +27,10 @@ What it does and does not do:
   closes after the request went out, before any byte of answer, is a
   `ClosedBeforeAnswer`; every failure is a `TransportError` for the adapter to
   map.
+- An optional `address_check` sees the addresses each new connection's host
+  resolves to (`loop.getaddrinfo`, off the loop's thread) and may refuse them
+  (`AddressRefused`, nothing sent); the connection is then opened to the checked
+  address itself. Kept-alive connections are not checked again.
 - No redirects, proxies, cookies, HTTP/2 or `Expect: 100-continue`: a gateway
   must not follow a provider's redirect anywhere, and reads no proxy settings
   from its environment.
@@ -37,10 +41,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import select
+import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -60,6 +65,11 @@ class ConnectError(TransportError):
 
 class TimeoutException(TransportError):
     pass
+
+
+class AddressRefused(ConnectError):
+    """The provider's host resolved to an address the address check refuses: nothing sent.
+    Its text is the check's reason (no host, no address)."""
 
 
 class RemoteProtocolError(TransportError):
@@ -430,22 +440,14 @@ class _Pool:
         # transport closed while connecting (cancelled or timed out just after connection_made)
         # must not give the place back a second time from connection_lost.
         conn.forgotten = True
-        tls = self.client.ssl_context() if self.scheme == "https" else None
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: conn,
-                    self.host,
-                    self.port,
-                    ssl=tls,
-                    server_hostname=self.host if tls else None,
-                ),
-                self.client.connect_timeout,
-            )
+            await asyncio.wait_for(self._open(conn), self.client.connect_timeout)
         except BaseException as exc:
             conn._close()  # if the transport was made, it must not stay open unowned
             if isinstance(exc, TimeoutError):
                 raise TimeoutException("connecting to the provider timed out") from None
+            if isinstance(exc, AddressRefused):
+                raise AddressRefused(str(exc)) from None
             if isinstance(exc, (OSError, ssl.SSLError)):
                 raise ConnectError(type(exc).__name__) from None
             raise
@@ -453,6 +455,30 @@ class _Pool:
             raise ConnectError("the provider closed the connection at once")
         conn.forgotten = False
         return conn
+
+    async def _open(self, conn: _Connection) -> None:
+        tls = self.client.ssl_context() if self.scheme == "https" else None
+        check = self.client.address_check
+        if check is None:
+            hosts = [self.host]
+        else:
+            # Resolved here, checked, and connected to by address: what is checked is what
+            # is connected to (no second lookup a rebinding name could answer differently).
+            infos = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            hosts = [info[4][0] for info in check(infos)]
+        for i, host in enumerate(hosts):
+            try:
+                await self.loop.create_connection(
+                    lambda: conn,
+                    host,
+                    self.port,
+                    ssl=tls,
+                    server_hostname=self.host if tls else None,
+                )
+                return
+            except OSError:
+                if i + 1 == len(hosts):
+                    raise
 
     def release(self, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
@@ -500,12 +526,16 @@ class HTTPClient:
         keepalive_expiry: float = 30.0,
         user_agent: str = "meshgate",
         ssl_context: ssl.SSLContext | None = None,
+        address_check: Callable[[list[tuple]], list[tuple]] | None = None,
     ) -> None:
+        """`address_check` gets each new connection's `getaddrinfo` results and returns
+        those that may be connected to, or raises AddressRefused."""
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self.user_agent = user_agent
+        self.address_check = address_check
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
         self._ssl = ssl_context  # None: the system's or certifi's trust store, made on first use
@@ -613,6 +643,7 @@ def _check_header_text(text: str) -> None:
 
 
 __all__ = [
+    "AddressRefused",
     "ClosedBeforeAnswer",
     "ConnectError",
     "HTTPClient",

@@ -15,7 +15,7 @@ from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 
 from . import crypto
-from .validators import validate_base_url
+from .validators import is_url_option, validate_base_url, validate_region
 
 PRICE = {"max_digits": 12, "decimal_places": 6, "default": Decimal("0")}
 
@@ -132,6 +132,17 @@ class Connection(models.Model):
                 validate_base_url(self.base_url)
             except ValidationError as exc:
                 raise ValidationError({"base_url": exc.messages})
+        if self.region:
+            try:
+                validate_region(self.region)
+            except ValidationError as exc:
+                raise ValidationError({"region": exc.messages})
+        for name, value in (self.options or {}).items() if isinstance(self.options, dict) else ():
+            if is_url_option(name, value):
+                try:
+                    validate_base_url(value)
+                except ValidationError as exc:
+                    raise ValidationError({"options": [f"{name}: {m}" for m in exc.messages]})
         if self.kind in {self.Kind.OPENAI_COMPATIBLE, self.Kind.AZURE_OPENAI} and not self.base_url:
             raise ValidationError({"base_url": "This kind of connection needs a base URL."})
         if self.kind == self.Kind.HUGGINGFACE_LOCAL:

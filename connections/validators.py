@@ -1,21 +1,20 @@
-"""Validation of upstream base URLs: no metadata endpoints, no surprise private hosts."""
+"""Validation of where a connection points: base URLs and URL-like options (no metadata
+endpoints, no surprise private hosts) and AWS regions. The address rules are checked again
+whenever a provider connection is opened (`connections.providers.addresses`)."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-# Cloud metadata services: never a valid upstream, whatever the settings.
-_METADATA_NETWORKS = [
-    ipaddress.ip_network("169.254.0.0/16"),
-    ipaddress.ip_network("fe80::/10"),
-    ipaddress.ip_network("fd00:ec2::254/128"),
-    ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
-]
+from .providers.addresses import METADATA_REFUSED, PRIVATE_REFUSED, address_refusal
+
 _METADATA_HOSTNAMES = {"metadata.google.internal", "metadata", "instance-data"}
 
 
@@ -49,16 +48,29 @@ def validate_base_url(url: str, *, allow_private: bool | None = None) -> None:
     if host.lower().rstrip(".") in _METADATA_HOSTNAMES:
         raise ValidationError("Cloud metadata addresses are never allowed.", code="metadata")
     for address in _addresses(host):
-        mapped = getattr(address, "ipv4_mapped", None) or address
-        if any(mapped in network for network in _METADATA_NETWORKS):
-            raise ValidationError(
-                "Link-local and cloud metadata addresses are never allowed.", code="metadata"
-            )
-        if not allow_private and (
-            mapped.is_private or mapped.is_loopback or mapped.is_reserved or mapped.is_unspecified
-        ):
-            raise ValidationError(
-                "Private and loopback addresses are refused unless "
-                "MESHGATE_ALLOW_PRIVATE_UPSTREAMS is on.",
-                code="private",
-            )
+        reason = address_refusal(str(address), allow_private=allow_private)
+        if reason == METADATA_REFUSED:
+            raise ValidationError(reason, code="metadata")
+        if reason == PRIVATE_REFUSED:
+            raise ValidationError(reason, code="private")
+
+
+# AWS regions: us-east-1, eu-central-2, ap-southeast-4, us-gov-west-1, cn-north-1,
+# us-iso-east-1, us-isob-east-1. Nothing else may become part of an endpoint's host name.
+AWS_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+
+
+def validate_region(region: str) -> None:
+    if not AWS_REGION.fullmatch(region):
+        raise ValidationError(
+            "Not an AWS region (e.g. us-east-1, eu-west-3, us-gov-west-1).", code="region"
+        )
+
+
+def is_url_option(name: str, value: Any) -> bool:
+    """An option naming a place to connect to (`control_endpoint_url`, `..._endpoint`, any
+    value with a scheme): validated like the base URL."""
+    if not isinstance(value, str) or not value:
+        return False
+    lowered = name.lower()
+    return lowered.endswith(("url", "endpoint")) or "://" in value

@@ -37,6 +37,11 @@ CALL_ROUTES = {
 }
 
 
+# Every /v1/ answer, errors and streams included: a browser must never guess a JSON or SSE
+# body (which can quote a client's own input) to be HTML.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
 def new_request_id() -> str:
     return "req_" + unique_hex()
 
@@ -193,7 +198,7 @@ class GatewayApp:
     async def respond(self, reply: service.Reply, receive, send) -> None:
         if reply.stream is None:
             body = reply.body or b""
-            headers = [*reply.headers, (b"content-length", str(len(body)).encode())]
+            headers = [*reply.headers, (b"content-length", str(len(body)).encode()), NOSNIFF]
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
@@ -211,9 +216,8 @@ class GatewayApp:
         ending = False  # the last message is going out: nothing more to send
         try:
             # The head goes out while the upstream's first bytes are still on their way.
-            await send(
-                {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
-            )
+            headers = [*reply.headers, NOSNIFF]
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             try:
                 async for frame in stream:
                     if ending:  # nothing follows [DONE]; the stream is only run to its end

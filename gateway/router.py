@@ -2,8 +2,11 @@
 
 Each target gets its connection's `max_retries` extra attempts on retryable
 failures (connect errors, timeouts, 429, 5xx), with jittered exponential backoff,
-or the provider's `Retry-After` when it gives one (capped, so one slow-down
-cannot hold a call for minutes); then the next target is tried. A failure that
+or the provider's `Retry-After` when it gives one; then the next target is tried.
+A call waits at most `RETRY_WAIT_BUDGET` seconds in all: a `Retry-After` longer than
+what is left of it is not waited out (nor shortened, which would only be refused
+again) but ends the target's turn at once, so the next target is tried or the
+client gets the 429 straight away, with the provider's `Retry-After`. A failure that
 is not retryable (a 400, a 401 from the provider) stops at once: another target
 would most likely refuse the same request. Streams fall back only before their
 first byte, which `open_stream` guarantees by raising before returning.
@@ -25,7 +28,7 @@ from .catalog import Snapshot, Target
 
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0
-RETRY_AFTER_CAP = 10.0
+RETRY_WAIT_BUDGET = 10.0
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Attempts:
     """Every attempt of one call, as the CallRecord stores them."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
+    waited: float = 0.0  # seconds spent waiting between attempts, against RETRY_WAIT_BUDGET
 
     def add(self, target: Target, status: int, started: float, error: str = "") -> None:
         item = {
@@ -48,11 +52,12 @@ class Attempts:
         self.items.append(item)
 
 
-def backoff(attempt: int, retry_after: float | None) -> float:
+def backoff(attempt: int, retry_after: float | None, remaining: float) -> float | None:
+    """Seconds to wait before the next attempt, or None: not worth waiting within `remaining`."""
     if retry_after is not None and retry_after >= 0:
-        return min(retry_after, RETRY_AFTER_CAP)
+        return retry_after if retry_after <= remaining else None
     # Full jitter: concurrent callers retrying the same provider do not stampede together.
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
+    return min(remaining, random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt)))
 
 
 async def _attempt(
@@ -78,8 +83,14 @@ async def _attempt(
                 last_error = exc
                 if not exc.retryable:
                     raise
+                if exc.code == "upstream_address_refused":  # the same again: next target
+                    break
                 if attempt + 1 < tries:
-                    await asyncio.sleep(backoff(attempt, exc.retry_after))
+                    wait = backoff(attempt, exc.retry_after, RETRY_WAIT_BUDGET - attempts.waited)
+                    if wait is None:  # asked to wait longer than the call may: next target
+                        break
+                    attempts.waited += wait
+                    await asyncio.sleep(wait)
                 continue
             except Exception:
                 # Our own failure or an adapter bug: recorded as an attempt, then a 500.

@@ -292,6 +292,8 @@ MESHGATE_DEMO_LOCAL_MODELS = env_bool("MESHGATE_DEMO_LOCAL_MODELS", True)
 MESHGATE_DEMO_MODELS_DIR = env_str("MESHGATE_DEMO_MODELS_DIR", str(VAR_DIR / "models"))
 # How long an in-process cache may serve without checking the shared version counter.
 MESHGATE_CACHE_CHECK_SECONDS = float(env_str("MESHGATE_CACHE_CHECK_SECONDS", "1.0") or 1.0)
+# The largest server-sent event an upstream may send; past it the stream is stopped.
+MESHGATE_MAX_SSE_EVENT_BYTES = env_int("MESHGATE_MAX_SSE_EVENT_BYTES", 4 << 20, minimum=1024)
 
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "meshgate@localhost")
@@ -300,7 +302,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"forbidden_in_one_line": {"()": "meshsite.logfilters.ForbiddenInOneLine"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("MESHGATE_LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "botocore": {"level": "WARNING"}},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "botocore": {"level": "WARNING"},
+        "django.request": {"filters": ["forbidden_in_one_line"]},
+    },
 }

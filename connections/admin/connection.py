@@ -141,13 +141,22 @@ class ConnectionAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Connection, form: ConnectionForm, change: bool):
         if change:
+            before = Connection.objects.get(pk=obj.pk)
+            had_secrets = bool(before.secrets_set_at)
             saved = services.connection_update(
-                connection=Connection.objects.get(pk=obj.pk),
+                connection=before,
                 actor=request.user,
                 secrets=form.secret_values(),
                 clear_secrets=form.secrets_to_clear(),
                 **form.model_changes(),
             )
+            if had_secrets and not saved.secrets_set_at and not saved.enabled:
+                self.message_user(
+                    request,
+                    "The connection now points elsewhere, so its secrets were cleared and it "
+                    "was disabled: type the secrets again for the new place, then enable it.",
+                    messages.WARNING,
+                )
         else:
             saved = services.connection_create(
                 actor=request.user, secrets=form.secret_values(), **form.model_values()

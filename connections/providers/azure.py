@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import openai
 
+from .addresses import guarded_httpx_client
 from .base import DiscoveredModel, ProviderError
 from .openai import OpenAIAdapter, model_kind
 
@@ -70,6 +71,7 @@ class AzureOpenAIAdapter(OpenAIAdapter):
             api_version=self.api_version,
             timeout=self.config.timeout_seconds,
             max_retries=0,
+            http_client=guarded_httpx_client(),
         )
 
     def test(self) -> str:

@@ -19,9 +19,18 @@ What it does and does not do:
   gzip or deflate if a server compresses although not asked to.
 - Streams have back-pressure: reading from the upstream socket pauses while
   more than `HIGH_WATER` bytes wait for the consumer.
-- A keep-alive connection the server closed just as a request went out (no
-  byte of answer) is retried once on a new connection; anything else is a
-  `TransportError` for the adapter to map (the router decides on retries).
+- No request is ever sent twice behind the caller's back: whatever was written
+  may have reached the provider (and be billed), so only the router re-sends,
+  as an attempt it records. A kept-alive connection the server closed is left
+  out before anything is written to it: the loop sees its end, and one that
+  idled over `_PROBE_AFTER` seconds is polled first (one syscall). One that
+  closes after the request went out, before any byte of answer, is a
+  `ClosedBeforeAnswer`; every failure is a `TransportError` for the adapter to
+  map.
+- An optional `address_check` sees the addresses each new connection's host
+  resolves to (`loop.getaddrinfo`, off the loop's thread) and may refuse them
+  (`AddressRefused`, nothing sent); the connection is then opened to the checked
+  address itself. Kept-alive connections are not checked again.
 - No redirects, proxies, cookies, HTTP/2 or `Expect: 100-continue`: a gateway
   must not follow a provider's redirect anywhere, and reads no proxy settings
   from its environment.
@@ -31,16 +40,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import select
+import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httptools
 
 HIGH_WATER = 256 * 1024
-_REUSED_RETRIES = 1
+# A kept-alive connection idle longer than this is polled for the server's close before use.
+_PROBE_AFTER = 1.0
 
 
 class TransportError(Exception):
@@ -55,12 +67,18 @@ class TimeoutException(TransportError):
     pass
 
 
+class AddressRefused(ConnectError):
+    """The provider's host resolved to an address the address check refuses: nothing sent.
+    Its text is the check's reason (no host, no address)."""
+
+
 class RemoteProtocolError(TransportError):
     pass
 
 
-class _ClosedBeforeAnswer(TransportError):
-    """A reused connection closed before any byte of answer: safe to send again."""
+class ClosedBeforeAnswer(RemoteProtocolError):
+    """A kept-alive connection closed after the request was written, before any byte of
+    answer. The provider may have read the request: sending it again is a new attempt."""
 
 
 class Headers(dict):
@@ -171,7 +189,7 @@ class _Connection(asyncio.Protocol):
             self._wake()
         elif self._busy and not self._complete:
             if not self._received and self.used:
-                self._fail(_ClosedBeforeAnswer("connection closed before the answer"))
+                self._fail(ClosedBeforeAnswer("kept-alive connection closed before the answer"))
             else:
                 self._fail(RemoteProtocolError("connection closed before the answer was complete"))
         self.pool.forget(self)
@@ -347,6 +365,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def quiet(self) -> bool:
+        """True unless the idle socket has something to read: the server's close (or bytes
+        nobody asked for), which the loop has not handled yet."""
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN | getattr(select, "POLLRDHUP", 0))
+        return not poller.poll(0)
+
 
 class _Pool:
     """The connections to one origin (scheme, host, port) from one event loop."""
@@ -366,7 +394,8 @@ class _Pool:
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
-            if not conn.closed and now - conn.idle_since < expiry:
+            idle = now - conn.idle_since
+            if not conn.closed and idle < expiry and (idle < _PROBE_AFTER or conn.quiet()):
                 return conn
             conn._close()
             self.forget(conn)
@@ -411,22 +440,14 @@ class _Pool:
         # transport closed while connecting (cancelled or timed out just after connection_made)
         # must not give the place back a second time from connection_lost.
         conn.forgotten = True
-        tls = self.client.ssl_context() if self.scheme == "https" else None
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(
-                    lambda: conn,
-                    self.host,
-                    self.port,
-                    ssl=tls,
-                    server_hostname=self.host if tls else None,
-                ),
-                self.client.connect_timeout,
-            )
+            await asyncio.wait_for(self._open(conn), self.client.connect_timeout)
         except BaseException as exc:
             conn._close()  # if the transport was made, it must not stay open unowned
             if isinstance(exc, TimeoutError):
                 raise TimeoutException("connecting to the provider timed out") from None
+            if isinstance(exc, AddressRefused):
+                raise AddressRefused(str(exc)) from None
             if isinstance(exc, (OSError, ssl.SSLError)):
                 raise ConnectError(type(exc).__name__) from None
             raise
@@ -434,6 +455,30 @@ class _Pool:
             raise ConnectError("the provider closed the connection at once")
         conn.forgotten = False
         return conn
+
+    async def _open(self, conn: _Connection) -> None:
+        tls = self.client.ssl_context() if self.scheme == "https" else None
+        check = self.client.address_check
+        if check is None:
+            hosts = [self.host]
+        else:
+            # Resolved here, checked, and connected to by address: what is checked is what
+            # is connected to (no second lookup a rebinding name could answer differently).
+            infos = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            hosts = [info[4][0] for info in check(infos)]
+        for i, host in enumerate(hosts):
+            try:
+                await self.loop.create_connection(
+                    lambda: conn,
+                    host,
+                    self.port,
+                    ssl=tls,
+                    server_hostname=self.host if tls else None,
+                )
+                return
+            except OSError:
+                if i + 1 == len(hosts):
+                    raise
 
     def release(self, conn: _Connection) -> None:
         conn.idle_since = time.monotonic()
@@ -481,12 +526,16 @@ class HTTPClient:
         keepalive_expiry: float = 30.0,
         user_agent: str = "meshgate",
         ssl_context: ssl.SSLContext | None = None,
+        address_check: Callable[[list[tuple]], list[tuple]] | None = None,
     ) -> None:
+        """`address_check` gets each new connection's `getaddrinfo` results and returns
+        those that may be connected to, or raises AddressRefused."""
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self.user_agent = user_agent
+        self.address_check = address_check
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
         self._ssl = ssl_context  # None: the system's or certifi's trust store, made on first use
@@ -553,19 +602,12 @@ class HTTPClient:
                 content,
             )
         )
-        for attempt in range(_REUSED_RETRIES + 1):
-            conn = await pool.acquire()
-            try:
-                response = await conn.send(data, self.timeout)
-            except _ClosedBeforeAnswer:
-                conn.finish()
-                if attempt < _REUSED_RETRIES:
-                    continue
-                raise RemoteProtocolError("connection closed before the answer") from None
-            except BaseException:
-                conn.finish()
-                raise
-            break
+        conn = await pool.acquire()
+        try:
+            response = await conn.send(data, self.timeout)
+        except BaseException:
+            conn.finish()
+            raise
         if stream:
             return response
         try:
@@ -601,6 +643,8 @@ def _check_header_text(text: str) -> None:
 
 
 __all__ = [
+    "AddressRefused",
+    "ClosedBeforeAnswer",
     "ConnectError",
     "HTTPClient",
     "Headers",

@@ -13,6 +13,7 @@ from ..models import (
     ChangeEvent,
     Connection,
 )
+from ..validators import is_url_option
 from ._common import (
     CONNECTION_FIELDS,
     _check_fields,
@@ -65,6 +66,15 @@ def connection_update(
         # credentials nobody can see or replace.
         for stale in set(_readable_secrets(connection)) - set(connection.secret_field_names):
             connection.clear_secret(stale)
+    repointed = _repointed(changed)
+    if repointed and not any(v for v in (secrets or {}).values()):
+        # A secret is for the place it was entered for: pointed elsewhere without being typed
+        # again, it is dropped (never sent to the new place) and the connection disabled.
+        stored = set(_readable_secrets(connection)) | set(connection.secrets_set_at or {})
+        clear_secrets = [*clear_secrets, *(stored & set(connection.secret_field_names))]
+        if clear_secrets and connection.enabled:
+            changed["enabled"] = {"from": True, "to": False}
+            connection.enabled = False
     replaced = _apply_secrets(connection, secrets or {}, clear_secrets)
     if not changed and not replaced:
         return connection
@@ -84,6 +94,22 @@ def connection_update(
     if replaced:
         _record_secrets(actor, connection, replaced)
     return connection
+
+
+def _repointed(changed: dict[str, Any]) -> bool:
+    """Whether a change moves where the connection's requests (and secrets) go."""
+    if "base_url" in changed or "region" in changed:
+        return True
+    if "options" in changed:
+        before = changed["options"]["from"] or {}
+        after = changed["options"]["to"] or {}
+        names = {*before, *after}
+        return any(
+            before.get(n) != after.get(n)
+            for n in names
+            if is_url_option(n, before.get(n)) or is_url_option(n, after.get(n))
+        )
+    return False
 
 
 def _readable_secrets(connection: Connection) -> dict[str, str]:

@@ -16,7 +16,10 @@ def admin_client(client, cast, settings, simulator):
     settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = True
     simulator.reset()
     services.connection_update(
-        connection=cast.connection, actor=cast.admin, base_url=simulator.openai_base
+        connection=cast.connection,
+        actor=cast.admin,
+        base_url=simulator.openai_base,
+        secrets={"api_key": simulator.api_key},  # pointed elsewhere: the secret is typed again
     )
     client.force_login(cast.admin)
     return client

@@ -505,3 +505,33 @@ def test_one_read_goes_on_as_its_first_event_then_the_rest_in_the_upstreams_own_
     assert stream.message == {"role": "assistant", "content": "Hello you"}
     assert (stream.usage.prompt_tokens, stream.usage.completion_tokens) == (3, 3)
     assert stream.finish_reason == "stop"
+
+
+def test_events_split_anywhere_across_reads_come_out_whole():
+    from connections.tests.upstreams import RawUpstream
+
+    events = [b"data: " + _content(word) for word in ("One", " two", " three")]
+    events += [b"data: " + _content("", finish="stop"), b"data: [DONE]"]
+    body = b"\r\n\r\n".join(events) + b"\r\n\r\n"
+
+    def dribble(request, nth):
+        yield b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        for i in range(0, len(body), 3):  # every split, "\r" | "\n" included, happens
+            time.sleep(0.002)
+            yield body[i : i + 3]
+
+    upstream = RawUpstream(dribble, close_after_answer=True)
+
+    async def go():
+        adapter = build_adapter(config_for(upstream.base_url, "k"))
+        stream = await adapter.open_stream("m", chat_body(stream=True))
+        chunks = [chunk async for chunk in stream]
+        await adapter.aclose()
+        return stream, chunks
+
+    try:
+        stream, chunks = run(go())
+    finally:
+        upstream.close()
+    assert b"".join(chunks) == b"".join(e + b"\n\n" for e in events[:-1])
+    assert stream.message["content"] == "One two three"

@@ -236,7 +236,10 @@ def live(cast, simulator):
     """The cast's connection pointed at the running simulator."""
     simulator.reset()
     services.connection_update(
-        connection=cast.connection, actor=cast.admin, base_url=simulator.openai_base
+        connection=cast.connection,
+        actor=cast.admin,
+        base_url=simulator.openai_base,
+        secrets={"api_key": simulator.api_key},  # pointed elsewhere: the secret is typed again
     )
     return cast
 

@@ -7,7 +7,7 @@ import pytest
 
 from connections.providers.base import ProviderError
 from gateway.errors import from_provider, scrub, unauthorized
-from gateway.router import RETRY_AFTER_CAP, backoff
+from gateway.router import backoff
 from gateway.validation import check_request, find_redirect_field
 
 
@@ -106,8 +106,10 @@ def test_scrub_shortens_long_messages():
     assert len(scrub("x" * 5000)) == 500
 
 
-def test_backoff_honours_retry_after_up_to_a_cap_and_jitters_otherwise():
-    assert backoff(0, 1.5) == 1.5
-    assert backoff(0, 3600) == RETRY_AFTER_CAP
-    delays = {backoff(2, None) for _ in range(50)}
+def test_backoff_honours_retry_after_within_the_budget_and_jitters_otherwise():
+    assert backoff(0, 1.5, 10.0) == 1.5
+    assert backoff(0, 3600, 10.0) is None  # not worth waiting: the next target, or the 429
+    assert backoff(0, 5, 4.0) is None
+    delays = {backoff(2, None, 10.0) for _ in range(50)}
     assert all(0 <= delay <= 1.0 for delay in delays) and len(delays) > 1
+    assert backoff(2, None, 0.0) == 0.0

@@ -39,10 +39,13 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from ...validators import AWS_REGION
 from .. import http
+from ..addresses import guard_botocore_client, refused_cause
 from ..base import Adapter, DiscoveredModel, ProviderError, Result, Stream, Usage
 from ..openai import (
     PooledClients,
+    address_refused,
     error_for_status,
     estimate_prompt_tokens,
     malformed_error,
@@ -82,6 +85,8 @@ class BedrockAdapter(Adapter):
     def __init__(self, config) -> None:
         super().__init__(config)
         self.region = config.region or "us-east-1"
+        # Saved before regions were validated, perhaps: it would become the endpoint's host.
+        self._region_ok = bool(AWS_REGION.fullmatch(self.region))
         default = f"https://bedrock-runtime.{self.region}.amazonaws.com"
         self.endpoint = (config.base_url or default).rstrip("/")
         self._pool = PooledClients(config)
@@ -109,7 +114,17 @@ class BedrockAdapter(Adapter):
             self._credentials = found
         return self._credentials.get_frozen_credentials()
 
+    def _check_region(self) -> None:
+        if not self._region_ok:
+            raise ProviderError(
+                "This Bedrock connection's region is not an AWS region; an administrator "
+                "must correct it.",
+                status=502,
+                code="invalid_connection",
+            )
+
     async def _send(self, model: str, operation: str, payload: dict, *, stream=False):
+        self._check_region()
         url = f"{self.endpoint}/model/{quote(model, safe='')}/{operation}"
         body = orjson.dumps(payload)
         accept = "application/vnd.amazon.eventstream" if stream else "application/json"
@@ -227,9 +242,10 @@ class BedrockAdapter(Adapter):
         import boto3
         from botocore.config import Config
 
+        self._check_region()
         credentials = self.credentials()
         timeout = self.config.timeout_seconds
-        return boto3.client(
+        client = boto3.client(
             "bedrock",
             region_name=self.region,
             endpoint_url=self.config.options.get("control_endpoint_url")
@@ -244,6 +260,7 @@ class BedrockAdapter(Adapter):
                 read_timeout=timeout,
             ),
         )
+        return guard_botocore_client(client)
 
     def _foundation_models(self) -> list[dict[str, Any]]:
         import botocore.exceptions
@@ -257,7 +274,10 @@ class BedrockAdapter(Adapter):
             raise self._status_error(meta.get("HTTPStatusCode") or 500, {}, raw)
         except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError):
             raise timeout_error()
-        except botocore.exceptions.BotoCoreError:
+        except botocore.exceptions.BotoCoreError as exc:
+            refused = refused_cause(exc)
+            if refused is not None:
+                raise address_refused(refused)
             raise ProviderError(
                 "The provider could not be reached.",
                 status=502,

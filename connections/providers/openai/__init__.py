@@ -28,8 +28,10 @@ import openai
 import orjson
 
 from .. import http
+from ..addresses import guarded_httpx_client, refused_cause
 from ..base import Adapter, ConnectionConfig, DiscoveredModel, ProviderError, Result, Stream, Usage
 from .errors import (
+    address_refused,
     error_for_status,
     malformed_error,
     post_checked,
@@ -55,6 +57,7 @@ __all__ = [
     "OpenAICompatibleAdapter",
     "PooledClients",
     "SSEStream",
+    "address_refused",
     "error_for_status",
     "estimate_prompt_tokens",
     "estimate_tokens",
@@ -185,9 +188,13 @@ class OpenAIAdapter(Adapter):
             project=self.config.options.get("project"),
             timeout=self.config.timeout_seconds,
             max_retries=0,
+            http_client=guarded_httpx_client(),
         )
 
     def sdk_error(self, exc: Exception) -> ProviderError:
+        refused = refused_cause(exc)
+        if refused is not None:
+            return address_refused(refused)
         if isinstance(exc, openai.APITimeoutError):
             return timeout_error()
         if isinstance(exc, openai.APIConnectionError):

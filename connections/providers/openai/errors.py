@@ -142,10 +142,33 @@ def transport_error(exc: Exception) -> ProviderError:
     """A network failure, without the exception's text (it can name the host)."""
     if isinstance(exc, (http.TimeoutException, TimeoutError)):
         return timeout_error()
+    if isinstance(exc, http.AddressRefused):
+        return address_refused(exc)
+    if isinstance(exc, http.ClosedBeforeAnswer):
+        # The request went out on a kept-alive connection the server then closed: it may
+        # have been read. Another attempt (recorded) may go at once: nothing asked to wait.
+        return ProviderError(
+            "The provider closed the connection before answering.",
+            status=502,
+            code="upstream_connection_closed",
+            retryable=True,
+            retry_after=0.0,
+        )
     return ProviderError(
         "The provider could not be reached.",
         status=502,
         code="upstream_unreachable",
+        retryable=True,
+    )
+
+
+def address_refused(exc: http.AddressRefused) -> ProviderError:
+    """The provider's address is not allowed (checked when connecting): nothing was sent.
+    Another target may be allowed; this one is not tried again in the call."""
+    return ProviderError(
+        f"The provider's address was refused: {exc}",
+        status=502,
+        code="upstream_address_refused",
         retryable=True,
     )
 

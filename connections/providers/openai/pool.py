@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+from ..addresses import checked_addresses
 from ..base import ConnectionConfig
 from ..http import HTTPClient
 
@@ -34,6 +35,8 @@ class PooledClients:
                 # Sized for hundreds of concurrent streams: a smaller pool would queue them.
                 max_connections=int(self._config.options.get("max_connections", 1000)),
                 keepalive_expiry=30.0,
+                # Every new TCP connection: the addresses its host resolves to, then.
+                address_check=checked_addresses,
             )
         return client
 

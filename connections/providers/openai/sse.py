@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from django.conf import settings
 
 from .. import http
 from ..base import ConnectionConfig, ProviderError, Stream, Usage
@@ -106,21 +107,43 @@ class SSEStream(Stream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         done = False
         sent = 0
-        buffer = b""
+        # The unfinished event: only each read's new bytes are searched (linear time), and it
+        # may not grow past MESHGATE_MAX_SSE_EVENT_BYTES (the worker's memory stays flat).
+        buffer = bytearray()
+        limit = settings.MESHGATE_MAX_SSE_EVENT_BYTES
+        carriage = False  # the last read ended in "\r": its "\n" may start the next one
         try:
             async for data in self._response.aiter_bytes():
                 if self.first_byte_at is None:
                     self.first_byte_at = time.monotonic()
-                buffer += data
-                if b"\r" in buffer:
-                    buffer = buffer.replace(b"\r\n", b"\n")
-                end = buffer.rfind(b"\n\n") + 2
+                if carriage:
+                    data, carriage = b"\r" + data, False
+                if b"\r" in data:
+                    if data.endswith(b"\r"):
+                        data, carriage = data[:-1], True
+                    data = data.replace(b"\r\n", b"\n")
+                if buffer:
+                    searched = len(buffer) - 1  # an event's end may straddle two reads
+                    buffer += data
+                    end = buffer.rfind(b"\n\n", searched) + 2
+                    if end >= 2:
+                        events = bytes(buffer[:end])
+                        del buffer[:end]
+                else:  # the usual case: reads end where events end, nothing is copied
+                    end = data.rfind(b"\n\n") + 2
+                    if end < 2:
+                        buffer += data
+                    else:
+                        events = data if end == len(data) else data[:end]
+                        if end < len(data):
+                            buffer += data[end:]
+                if len(buffer) > limit:
+                    raise event_too_large(limit)
                 if end < 2:
                     continue
                 # Every event this read completed is passed on in one chunk: one hop through
                 # the gateway and one write to the client, not one per token. Events kept as
                 # they came go on as the upstream's own bytes: `out` gathers runs of them.
-                events, buffer = buffer[:end], buffer[end:]
                 out: list[bytes] = []
                 failure: Exception | None = None
                 start = position = 0  # start: the first byte of `events` not yet handled
@@ -234,6 +257,15 @@ class SSEStream(Stream):
         if not self._closed:
             self._closed = True
             await self._response.aclose()
+
+
+def event_too_large(limit: int) -> ProviderError:
+    """An upstream event past the size limit: the stream ends (its connection closed)."""
+    return ProviderError(
+        f"The provider sent a stream event over {limit} bytes; the stream was stopped.",
+        status=502,
+        code="upstream_event_too_large",
+    )
 
 
 def _data_of(event: bytes) -> bytes | None:

@@ -33,6 +33,8 @@ class Attempts:
     """Every attempt of one call, as the CallRecord stores them."""
 
     items: list[dict[str, Any]] = field(default_factory=list)
+    # The target whose attempt a client's hang-up cut (it was called: the call is billed).
+    cut: Target | None = None
 
     def add(self, target: Target, status: int, started: float, error: str = "") -> None:
         item = {
@@ -81,6 +83,11 @@ async def _attempt(
                 if attempt + 1 < tries:
                     await asyncio.sleep(backoff(attempt, exc.retry_after))
                 continue
+            except asyncio.CancelledError:
+                # The client hung up while this target was answering.
+                attempts.add(target, 499, started, "client_disconnected")
+                attempts.cut = target
+                raise
             except Exception:
                 # Our own failure or an adapter bug: recorded as an attempt, then a 500.
                 attempts.add(target, 500, started, "internal_error")

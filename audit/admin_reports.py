@@ -24,6 +24,7 @@ from django.utils.html import format_html
 
 from . import tasks
 from .models import ChargebackReport, UsageRollup
+from .money import usd
 from .services import parse_month
 from .trail import DELETED
 from .usage import dashboard_data, report_department_ids
@@ -104,9 +105,9 @@ class UsageRollupAdmin(_DepartmentScopedAdmin):
         live = rollup.llm.mesh_id if rollup.llm is not None else None
         return self._label(live, rollup.llm_id, rollup.llm_name, "(no model)")
 
-    @admin.display(description="Cost (USD)", ordering="cost")
+    @admin.display(description="Cost", ordering="cost")
     def cost_usd(self, rollup: UsageRollup) -> str:
-        return f"{rollup.cost:.4f}"
+        return usd(rollup.cost)
 
 
 class GenerateForm(forms.Form):
@@ -179,9 +180,9 @@ class ChargebackReportAdmin(_DepartmentScopedAdmin):
     def version_label(self, report: ChargebackReport) -> str:
         return f"v{report.version} (current)" if report.is_current else f"v{report.version}"
 
-    @admin.display(description="Total (USD)", ordering="total_cost")
+    @admin.display(description="Total", ordering="total_cost")
     def total_usd(self, report: ChargebackReport) -> str:
-        return f"{report.total_cost:,.2f}"
+        return usd(report.total_cost)
 
     @admin.display(description="Download")
     def downloads(self, report: ChargebackReport) -> str:

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .models import ChargebackReport, UsageRollup
+from .money import PRECISION_NOTE
 from .services import month_days, parse_month
 from .usage import GROUPS, SUMS, error_rate, label_usage, money
 from .views_reports import report_file_response
@@ -151,6 +152,7 @@ class UsageView(APIView):
                     "last": last.isoformat() if last else None,
                 },
                 "group_by": group_by,
+                "precision": PRECISION_NOTE,
                 "results": [usage_row(row, group_by) for row in rows],
                 "totals": usage_row(totals, []),
             }

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from .money import MoneyField
 from .querysets import CallRecordQuerySet
 from .usage import ChargebackReportQuerySet, UsageRollupQuerySet
 
@@ -141,7 +142,7 @@ class UsageRollup(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
-    cost = models.DecimalField(**MONEY)
+    cost = MoneyField(default=Decimal("0"))
     computed_at = models.DateTimeField()
 
     objects = UsageRollupQuerySet.as_manager()
@@ -179,7 +180,7 @@ class ChargebackReport(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
-    total_cost = models.DecimalField(**MONEY)
+    total_cost = MoneyField(default=Decimal("0"))
     breakdowns = models.JSONField(default=dict, blank=True)
     # Files kept in the database: versions are immutable and small, and downloads go through
     # permission checks, never through a public media URL.

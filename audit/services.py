@@ -20,6 +20,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .models import CallRecord, ChargebackReport, DeletedName, UsageRollup
+from .money import money_text, units_sum
 from .trail import DELETED, TrailName, trail_names
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def _day_groups(day: dt.date):
             n_prompt=Sum("prompt_tokens"),
             n_completion=Sum("completion_tokens"),
             n_cached=Sum("cached_tokens"),
-            total_cost=Sum("cost"),
+            total_cost=units_sum("cost"),  # whole money units: exact on every database
         )
     )
 
@@ -360,6 +361,6 @@ def _result(month: dt.date, days: list[dt.date], reports: list[ChargebackReport]
 def _jsonable(breakdowns: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """Costs as exact decimal strings: JSON floats would lose the cents' reconciliation."""
     return {
-        name: [{**item, "cost": str(item["cost"])} for item in items]
+        name: [{**item, "cost": money_text(item["cost"])} for item in items]
         for name, items in breakdowns.items()
     }

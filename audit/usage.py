@@ -4,13 +4,13 @@ REST API, the Reports page and the admin dashboard share."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 
 from django.db import models
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import TruncMonth
 from guardian.shortcuts import get_objects_for_user
 
+from .money import money_text
 from .trail import trail_names
 
 REPORTS_PERM = "connections.view_department_reports"
@@ -136,7 +136,7 @@ def error_rate(requests: int | None, errors: int | None) -> float:
 
 def money(value) -> str:
     """Costs leave the database as exact decimal strings, never floats."""
-    return str(Decimal(value or 0).quantize(Decimal("0.0000000001")))
+    return money_text(value)
 
 
 def calls_per_day(queryset) -> list[dict]:

@@ -30,6 +30,7 @@ from .admin_filters import (
 )
 from .export import csv_response
 from .models import CallRecord
+from .money import usd
 from .querysets import audit_department_ids
 
 
@@ -178,9 +179,9 @@ class CallRecordAdmin(admin.ModelAdmin):
     def tokens(self, record: CallRecord) -> str:
         return f"{record.prompt_tokens}/{record.completion_tokens}"
 
-    @admin.display(description="Cost (USD)", ordering="cost")
+    @admin.display(description="Cost", ordering="cost")
     def cost_usd(self, record: CallRecord) -> str:
-        return f"{record.cost:.6f}"
+        return usd(record.cost)
 
     @admin.display(description="Attempts")
     def attempts_json(self, record: CallRecord) -> str:

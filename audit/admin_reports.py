@@ -24,7 +24,9 @@ from django.utils.html import format_html
 
 from . import tasks
 from .models import ChargebackReport, UsageRollup
+from .money import usd
 from .services import parse_month
+from .trail import DELETED
 from .usage import dashboard_data, report_department_ids
 from .views_reports import report_file_response
 
@@ -62,9 +64,9 @@ class _DepartmentScopedAdmin(admin.ModelAdmin):
 class UsageRollupAdmin(_DepartmentScopedAdmin):
     list_display = (
         "day",
-        "department",
-        "user",
-        "llm",
+        "department_label",
+        "user_label",
+        "llm_label",
         "purpose",
         "api_key_prefix",
         "requests",
@@ -76,13 +78,36 @@ class UsageRollupAdmin(_DepartmentScopedAdmin):
     )
     list_select_related = ("department__group", "user", "llm")
     list_filter = (("department", admin.RelatedOnlyFieldListFilter), "llm")
-    search_fields = ("=api_key_prefix", "purpose", "user__username")
+    search_fields = ("=api_key_prefix", "purpose", "user_name", "llm_name", "department_name")
     date_hierarchy = "day"
     show_facets = admin.ShowFacets.NEVER
 
-    @admin.display(description="Cost (USD)", ordering="cost")
+    # The roll-up keeps ids and the names at roll-up time: what was deleted since shows as
+    # "name (deleted)" (the LEFT JOIN of list_select_related finds no row).
+    @staticmethod
+    def _label(live, pk, snapshot: str, none: str) -> str:
+        if pk is None:
+            return none
+        return str(live) if live is not None else f"{snapshot or f'#{pk}'}{DELETED}"
+
+    @admin.display(description="Department", ordering="department_name")
+    def department_label(self, rollup: UsageRollup) -> str:
+        return self._label(
+            rollup.department, rollup.department_id, rollup.department_name, "(unassigned)"
+        )
+
+    @admin.display(description="User", ordering="user_name")
+    def user_label(self, rollup: UsageRollup) -> str:
+        return self._label(rollup.user, rollup.user_id, rollup.user_name, "(no user)")
+
+    @admin.display(description="LLM", ordering="llm_name")
+    def llm_label(self, rollup: UsageRollup) -> str:
+        live = rollup.llm.mesh_id if rollup.llm is not None else None
+        return self._label(live, rollup.llm_id, rollup.llm_name, "(no model)")
+
+    @admin.display(description="Cost", ordering="cost")
     def cost_usd(self, rollup: UsageRollup) -> str:
-        return f"{rollup.cost:.4f}"
+        return usd(rollup.cost)
 
 
 class GenerateForm(forms.Form):
@@ -155,9 +180,9 @@ class ChargebackReportAdmin(_DepartmentScopedAdmin):
     def version_label(self, report: ChargebackReport) -> str:
         return f"v{report.version} (current)" if report.is_current else f"v{report.version}"
 
-    @admin.display(description="Total (USD)", ordering="total_cost")
+    @admin.display(description="Total", ordering="total_cost")
     def total_usd(self, report: ChargebackReport) -> str:
-        return f"{report.total_cost:,.2f}"
+        return usd(report.total_cost)
 
     @admin.display(description="Download")
     def downloads(self, report: ChargebackReport) -> str:

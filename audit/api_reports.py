@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.db.models import Q
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -15,8 +16,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .models import ChargebackReport, UsageRollup
+from .money import PRECISION_NOTE
 from .services import month_days, parse_month
-from .usage import GROUPS, SUMS, error_rate, money
+from .usage import GROUPS, SUMS, error_rate, label_usage, money
 from .views_reports import report_file_response
 
 MAX_ROWS = 10_000
@@ -53,17 +55,19 @@ def filter_usage(queryset, params):
         if value.isdigit():
             queryset = queryset.filter(department_id=int(value))
         else:
-            queryset = queryset.filter(department__cost_center=value)
+            queryset = queryset.filter(
+                Q(department__cost_center=value) | Q(department__isnull=True, cost_center=value)
+            )
     if value := params.get("user"):
         if value.isdigit():
             queryset = queryset.filter(user_id=int(value))
         else:
-            queryset = queryset.filter(user__username=value)
+            queryset = queryset.filter(Q(user__username=value) | Q(user_name=value))
     if value := params.get("llm"):
         if value.isdigit():
             queryset = queryset.filter(llm_id=int(value))
         else:
-            queryset = queryset.filter(llm__mesh_id=value)
+            queryset = queryset.filter(Q(llm__mesh_id=value) | Q(llm_name=value))
     if "purpose" in params:
         queryset = queryset.filter(purpose=params["purpose"])
     if "api_key" in params:
@@ -82,16 +86,16 @@ def usage_row(row: dict, group_by: list[str]) -> dict:
         elif name == "department":
             out["department"] = row["department_id"] and {
                 "id": row["department_id"],
-                "name": row["department__group__name"],
-                "cost_center": row["department__cost_center"],
+                "name": row["department_name"],
+                "cost_center": row["cost_center"],
             }
         elif name == "user":
             out["user"] = row["user_id"] and {
                 "id": row["user_id"],
-                "username": row["user__username"],
+                "username": row["user_name"],
             }
         elif name == "llm":
-            out["llm"] = row["llm_id"] and {"id": row["llm_id"], "mesh_id": row["llm__mesh_id"]}
+            out["llm"] = row["llm_id"] and {"id": row["llm_id"], "mesh_id": row["llm_name"]}
         elif name == "purpose":
             out["purpose"] = row["purpose"]
         elif name == "api_key":
@@ -135,6 +139,7 @@ class UsageView(APIView):
             UsageRollup.objects.visible_to(request.user).between(first, last), params
         )
         rows = list(queryset.summed_by(*group_by)[: MAX_ROWS + 1]) if group_by else []
+        rows = label_usage(rows, group_by)
         if len(rows) > MAX_ROWS:
             raise exceptions.ValidationError(
                 {"group_by": f"More than {MAX_ROWS} groups: narrow the period or the filters."}
@@ -147,6 +152,7 @@ class UsageView(APIView):
                     "last": last.isoformat() if last else None,
                 },
                 "group_by": group_by,
+                "precision": PRECISION_NOTE,
                 "results": [usage_row(row, group_by) for row in rows],
                 "totals": usage_row(totals, []),
             }

@@ -8,3 +8,6 @@ class AuditConfig(AppConfig):
     def ready(self) -> None:
         # The chargeback and usage admin lives beside audit/admin.py, in its own module.
         from . import admin_reports  # noqa: F401
+        from .trail import connect_signals
+
+        connect_signals()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from .money import money_round
+
 MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 
@@ -20,7 +22,8 @@ def call_cost(
     """(prompt - cached) x input + cached x cached input + completion x output, per million.
 
     Cached tokens are part of the prompt count (as OpenAI reports them), so they are
-    charged once, at the cached price. Exact Decimal arithmetic: no float rounding.
+    charged once, at the cached price. Exact Decimal arithmetic, rounded once, half up, to
+    the money unit (1e-10 USD, see audit.money): the one place money is rounded.
     """
     input_price = input_price or ZERO
     output_price = output_price or ZERO
@@ -28,4 +31,4 @@ def call_cost(
     cached = max(0, min(cached_tokens, prompt_tokens))
     uncached = max(0, prompt_tokens - cached)
     total = uncached * input_price + cached * cached_input_price + completion_tokens * output_price
-    return total / MILLION
+    return money_round(total / MILLION)

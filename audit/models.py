@@ -7,6 +7,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from .money import MoneyField
 from .querysets import CallRecordQuerySet
 from .usage import ChargebackReportQuerySet, UsageRollupQuerySet
 
@@ -124,15 +125,16 @@ class UsageRollup(models.Model):
     """
 
     day = models.DateField()
-    department = models.ForeignKey(
-        "connections.Department", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    llm = models.ForeignKey(
-        "connections.LLM", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # Ids plus the name at roll-up time, without database constraints, as CallRecord keeps
+    # them: deleting what a row names changes no row, so spend stays where it was.
+    department = models.ForeignKey("connections.Department", related_name="+", **TRAIL_REFERENCE)
+    department_name = models.CharField(max_length=150, blank=True)
+    cost_center = models.CharField(max_length=32, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, related_name="+", **TRAIL_REFERENCE)
+    user_name = models.CharField(max_length=150, blank=True)
+    llm = models.ForeignKey("connections.LLM", related_name="+", **TRAIL_REFERENCE)
+    llm_name = models.CharField(max_length=255, blank=True)
+    api_key = models.ForeignKey("gateway.ApiKey", related_name="+", **TRAIL_REFERENCE)
     purpose = models.CharField(max_length=200, blank=True)
     api_key_prefix = models.CharField(max_length=32, blank=True)
     requests = models.PositiveIntegerField(default=0)
@@ -140,7 +142,7 @@ class UsageRollup(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
-    cost = models.DecimalField(**MONEY)
+    cost = MoneyField(default=Decimal("0"))
     computed_at = models.DateTimeField()
 
     objects = UsageRollupQuerySet.as_manager()
@@ -161,20 +163,24 @@ class ChargebackReport(models.Model):
     current one; earlier versions stay, with their files, downloadable."""
 
     month = models.DateField(help_text="First day of the month the report covers.")
+    # The department's id without a database constraint: a deleted department keeps its
+    # reports (and gets new ones for months it has calls in), named by the snapshot below.
     department = models.ForeignKey(
-        "connections.Department", on_delete=models.PROTECT, related_name="chargeback_reports"
+        "connections.Department",
+        related_name="chargeback_reports",
+        **{**TRAIL_REFERENCE, "null": False, "blank": False},
     )
     version = models.PositiveIntegerField(default=1)
     is_current = models.BooleanField(default=True)
     # Snapshots: the report stays true if the department is renamed or re-coded later.
-    department_name = models.CharField(max_length=150)
+    department_name = models.CharField(max_length=200)
     cost_center = models.CharField(max_length=32)
     requests = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     cached_tokens = models.BigIntegerField(default=0)
-    total_cost = models.DecimalField(**MONEY)
+    total_cost = MoneyField(default=Decimal("0"))
     breakdowns = models.JSONField(default=dict, blank=True)
     # Files kept in the database: versions are immutable and small, and downloads go through
     # permission checks, never through a public media URL.
@@ -207,3 +213,29 @@ class ChargebackReport(models.Model):
 
     def file_name(self, fmt: str) -> str:
         return f"chargeback-{self.month:%Y-%m}-{self.cost_center}-v{self.version}.{fmt}"
+
+
+class DeletedName(models.Model):
+    """The name of a user, LLM, API key or department when it was deleted: roll-ups, reports
+    and pages show "name (deleted)" for the ids the trail still holds. Written by pre_delete
+    signals (audit.trail), in the deleting transaction."""
+
+    class Kind(models.TextChoices):
+        USER = "user", "User"
+        LLM = "llm", "LLM"
+        API_KEY = "api_key", "API key"
+        DEPARTMENT = "department", "Department"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    ref_id = models.BigIntegerField()
+    name = models.CharField(max_length=255)
+    code = models.CharField(max_length=32, blank=True, help_text="A department's cost center.")
+    deleted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "ref_id"], name="deleted_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.ref_id} {self.name}"

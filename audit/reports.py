@@ -1,6 +1,6 @@
 """Chargeback report files: CSV (one table, a row per breakdown item) and XLSX (a summary sheet
-and a sheet per breakdown). Costs keep their full precision, so the rows add up to the total to
-the cent; spreadsheet programs round them for display only."""
+and a sheet per breakdown). The CSV's costs are exact (ten decimals, see audit.money), so each
+breakdown's rows add up to the total exactly; the XLSX has them as text beside cents."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 
 from .models import ChargebackReport
+from .money import PRECISION_NOTE, cents, money_text
 from .services import BREAKDOWNS
 
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
@@ -29,7 +30,7 @@ CSV_HEADER = (
     *NUMBER_COLUMNS,
     "cost_usd",
 )
-COST_FORMAT = "#,##0.00########"
+COST_FORMAT = "#,##0.00"
 
 
 def safe_text(value: str) -> str:
@@ -73,14 +74,24 @@ def render_csv(report: ChargebackReport) -> bytes:
                     name,
                     safe_text(str(item["item"])),
                     *(item[column] for column in NUMBER_COLUMNS),
-                    Decimal(item["cost"]),
+                    money_text(item["cost"]),
                 ]
             )
     # A BOM lets Excel open the UTF-8 file with the right accents.
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 
+ROUNDING_ITEM = "Rounding to the cent"
+XLSX_PRECISION = (
+    f"{PRECISION_NOTE} 'Cost (USD)' numbers are rounded half up to the cent, and each sheet's "
+    f"'{ROUNDING_ITEM}' line makes its rows add up to its total; 'exact' columns and the CSV "
+    "carry the full amounts."
+)
+
+
 def render_xlsx(report: ChargebackReport) -> bytes:
+    """Amounts as cents (numbers a spreadsheet adds up without surprises) beside the exact
+    amounts as text: a spreadsheet number is a double, which holds 15 significant digits."""
     workbook = Workbook()
     bold = Font(bold=True)
     summary = workbook.active
@@ -96,31 +107,52 @@ def render_xlsx(report: ChargebackReport) -> bytes:
         ("Prompt tokens", report.prompt_tokens),
         ("Completion tokens", report.completion_tokens),
         ("Cached tokens", report.cached_tokens),
-        ("Total cost (USD)", Decimal(report.total_cost)),
+        ("Total cost (USD)", cents(report.total_cost)),
+        ("Total cost (USD, exact)", money_text(report.total_cost)),
+        ("Precision", XLSX_PRECISION),
     ):
         summary.append([label, value])
         summary.cell(row=summary.max_row, column=1).font = bold
-    summary.cell(row=summary.max_row, column=2).number_format = COST_FORMAT
-    summary.column_dimensions["A"].width = 22
+        if label == "Total cost (USD)":
+            summary.cell(row=summary.max_row, column=2).number_format = COST_FORMAT
+    summary.column_dimensions["A"].width = 24
     summary.column_dimensions["B"].width = 28
 
     header = ["Item", "Requests", "Errors", "Prompt tokens", "Completion tokens"]
-    header += ["Cached tokens", "Cost (USD)"]
-    for name, (_column, title) in BREAKDOWNS.items():
+    header += ["Cached tokens", "Cost (USD)", "Cost (USD, exact)"]
+    total = _total_row(report)
+    for name, (_columns, title) in BREAKDOWNS.items():
         sheet = workbook.create_sheet(title)
         sheet.append(header)
         for cell in sheet[1]:
             cell.font = bold
-        for item in report.breakdowns.get(name, []):
-            sheet.append(
-                [
-                    safe_text(str(item["item"])),
-                    *(item[column] for column in NUMBER_COLUMNS),
-                    Decimal(item["cost"]),
-                ]
-            )
+        items = report.breakdowns.get(name, [])
+        rows = [
+            [
+                safe_text(str(item["item"])),
+                *(item[column] for column in NUMBER_COLUMNS),
+                cents(item["cost"]),
+                money_text(item["cost"]),
+            ]
+            for item in items
+        ]
+        rounding = cents(total["cost"]) - sum((row[6] for row in rows), Decimal(0))
+        rows.append([ROUNDING_ITEM, *([None] * len(NUMBER_COLUMNS)), rounding, None])
+        rows.append(
+            [
+                "Total",
+                *(total[column] for column in NUMBER_COLUMNS),
+                cents(total["cost"]),
+                money_text(total["cost"]),
+            ]
+        )
+        for row in rows:
+            sheet.append(row)
             sheet.cell(row=sheet.max_row, column=7).number_format = COST_FORMAT
+        for cell in sheet[sheet.max_row]:
+            cell.font = bold
         sheet.column_dimensions["A"].width = 40
+        sheet.column_dimensions["H"].width = 24
     buffer = io.BytesIO()
     workbook.save(buffer)
     return buffer.getvalue()

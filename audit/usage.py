@@ -4,26 +4,38 @@ REST API, the Reports page and the admin dashboard share."""
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
 
 from django.db import models
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import TruncMonth
 from guardian.shortcuts import get_objects_for_user
+
+from .money import money_text
+from .trail import trail_names
 
 REPORTS_PERM = "connections.view_department_reports"
 # A model-wide grant of either permission means "report viewer of every department".
 GLOBAL_REPORT_PERMS = (REPORTS_PERM, "audit.view_chargebackreport")
 
-# group-by name -> the roll-up values it groups on (the first is the key, the rest labels)
+# group-by name -> the roll-up values it groups on. Departments, users and LLMs group on their
+# id alone (a rename splits nothing); `label_usage` names them afterwards.
 GROUPS: dict[str, tuple] = {
     "day": ("day",),
     "month": ("month",),
-    "department": ("department_id", "department__group__name", "department__cost_center"),
-    "user": ("user_id", "user__username"),
-    "llm": ("llm_id", "llm__mesh_id"),
+    "department": ("department_id",),
+    "user": ("user_id",),
+    "llm": ("llm_id",),
     "purpose": ("purpose",),
     "api_key": ("api_key_prefix",),
+}
+# group-by name -> (trail kind, {roll-up snapshot column: label key})
+NAMED = {
+    "department": (
+        "department",
+        {"department_name": "department_name", "cost_center": "cost_center"},
+    ),
+    "user": ("user", {"user_name": "user_name"}),
+    "llm": ("llm", {"llm_name": "llm_name"}),
 }
 SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
 
@@ -85,7 +97,37 @@ class UsageRollupQuerySet(_DepartmentScoped):
         sums = {name: Sum(name) for name in SUMS}
         if not fields:
             return [queryset.aggregate(**sums)]
-        return queryset.values(*fields).annotate(**sums).order_by(*fields)
+        # The snapshot names of each id (any one of them), for ids deleted without a trace.
+        snapshots = {
+            f"snapshot_{column}": Max(column)
+            for name in group_by
+            if name in NAMED
+            for column in NAMED[name][1]
+        }
+        return queryset.values(*fields).annotate(**sums, **snapshots).order_by(*fields)
+
+
+def label_usage(rows, group_by) -> list[dict]:
+    """Name the departments, users and LLMs of `summed_by` rows: "department_name" and
+    "cost_center", "user_name", "llm_name": the live name, or "name (deleted)"."""
+    rows = [dict(row) for row in rows]
+    for name in group_by:
+        if name not in NAMED:
+            continue
+        kind, columns = NAMED[name]
+        first = next(iter(columns))
+        id_key = f"{kind}_id"
+        fallback = {
+            row[id_key]: (row.get(f"snapshot_{first}") or "", row.get("snapshot_cost_center") or "")
+            for row in rows
+        }
+        names = trail_names(kind, {row[id_key] for row in rows}, fallback)
+        for row in rows:
+            found = names[row[id_key]]
+            row[first] = found.label
+            if kind == "department":
+                row["cost_center"] = found.code
+    return rows
 
 
 def error_rate(requests: int | None, errors: int | None) -> float:
@@ -94,7 +136,7 @@ def error_rate(requests: int | None, errors: int | None) -> float:
 
 def money(value) -> str:
     """Costs leave the database as exact decimal strings, never floats."""
-    return str(Decimal(value or 0).quantize(Decimal("0.0000000001")))
+    return money_text(value)
 
 
 def calls_per_day(queryset) -> list[dict]:
@@ -135,8 +177,9 @@ def dashboard_data(rollups, *, today: dt.date, days: int = 30, months: int = 12)
         month_labels.append(f"{month:%Y-%m}")
         month = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
     per_department: dict[str, dict[str, str]] = {}
-    for row in rollups.between(first_month, today).summed_by("month", "department"):
-        name = row["department__group__name"] or "(unassigned)"
+    by_month = rollups.between(first_month, today).summed_by("month", "department")
+    for row in label_usage(by_month, ["department"]):
+        name = row["department_name"]
         per_department.setdefault(name, {})[f"{row['month']:%Y-%m}"] = money(row["cost"])
     department_series = [
         {"label": name, "data": [float(values.get(label, 0)) for label in month_labels]}
@@ -145,7 +188,8 @@ def dashboard_data(rollups, *, today: dt.date, days: int = 30, months: int = 12)
 
     recent = rollups.between(first_day, today)
     top_llms = sorted(
-        recent.summed_by("llm"), key=lambda row: (-(row["cost"] or 0), row["llm__mesh_id"] or "")
+        label_usage(recent.summed_by("llm"), ["llm"]),
+        key=lambda row: (-(row["cost"] or 0), row["llm_name"]),
     )[:10]
 
     by_day = {row["day"]: row for row in calls_per_day(recent)}
@@ -161,7 +205,7 @@ def dashboard_data(rollups, *, today: dt.date, days: int = 30, months: int = 12)
         "months": month_labels,
         "cost_per_department": department_series,
         "top_llms": {
-            "labels": [row["llm__mesh_id"] or "(no model)" for row in top_llms],
+            "labels": [row["llm_name"] for row in top_llms],
             "cost": [float(row["cost"] or 0) for row in top_llms],
         },
         "days": [day.isoformat() for day in day_labels],

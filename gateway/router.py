@@ -37,6 +37,8 @@ class Attempts:
 
     items: list[dict[str, Any]] = field(default_factory=list)
     waited: float = 0.0  # seconds spent waiting between attempts, against RETRY_WAIT_BUDGET
+    # The target whose attempt a client's hang-up cut (it was called: the call is billed).
+    cut: Target | None = None
 
     def add(self, target: Target, status: int, started: float, error: str = "") -> None:
         item = {
@@ -92,6 +94,11 @@ async def _attempt(
                     attempts.waited += wait
                     await asyncio.sleep(wait)
                 continue
+            except asyncio.CancelledError:
+                # The client hung up while this target was answering.
+                attempts.add(target, 499, started, "client_disconnected")
+                attempts.cut = target
+                raise
             except Exception:
                 # Our own failure or an adapter bug: recorded as an attempt, then a 500.
                 attempts.add(target, 500, started, "internal_error")

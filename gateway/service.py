@@ -30,6 +30,7 @@ from connections.providers.base import ProviderError, Usage
 
 from . import catalog, router
 from .errors import GatewayError, from_provider, internal
+from .quotas.admission import estimate_prompt_tokens
 from .quotas.hook import admit_call, settle_soon
 from .validation import check_request, unsupported_field
 
@@ -323,14 +324,26 @@ async def handle(
     streamed = endpoint == "chat.completions" and body.get("stream") is True
     try:
         if streamed:
-            call.prompt_estimate = _estimate_prompt(body)
+            call.prompt_estimate = estimate_prompt_tokens(body)
             return await _open_stream(call, snap, targets, body)
         return await _complete(call, snap, targets, body)
     except asyncio.CancelledError:
-        _finish(call, outcome="client_disconnected", status=499)
+        _finish_cut(call, body)
         raise
     except Exception as exc:
         return await _internal_error(call, exc)
+
+
+def _finish_cut(call: _Call, body: dict[str, Any]) -> None:
+    """A call whose client hung up. Once a target was called it is billed as a cut stream is:
+    its estimated prompt tokens (a plain call delivers no output before it ends), marked as
+    estimated, and the reservation is settled at that amount."""
+    target = call.attempts.cut if call.attempts else None
+    if target is None:  # a stream cut mid-way is finished by _frames; else nothing was called
+        _finish(call, outcome="client_disconnected", status=499)
+        return
+    usage = Usage(prompt_tokens=estimate_prompt_tokens(body), estimated=True)
+    _finish(call, outcome="client_disconnected", status=499, target=target, usage=usage)
 
 
 def _supported_targets(
@@ -549,18 +562,6 @@ async def _frames(call: _Call, target: catalog.Target, stream: Any) -> AsyncIter
             response_body=answer,
             first_token_at=first_token_at,
         )
-
-
-def _estimate_prompt(body: dict[str, Any]) -> int:
-    chars = 0
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            parts = [part for part in content if isinstance(part, dict)]
-            chars += sum(len(str(part.get("text", ""))) for part in parts)
-    return -(-chars // 4)
 
 
 def partial_usage(

@@ -13,6 +13,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from audit.models import CallRecord
+from audit.money import usd
 
 PURPOSE = "playground"
 RECENT_LIMIT = 20
@@ -51,6 +52,7 @@ def summary(record: CallRecord) -> dict[str, Any]:
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "cost": _money(record.cost),
+        "cost_display": usd(record.cost),
         "latency_ms": record.latency_ms,
         "ttft_ms": record.ttft_ms,
     }

@@ -73,11 +73,12 @@ def test_a_month_reconciles_to_the_cent_from_records_to_rollups_to_reports_to_fi
         summary = dict(sheets["Summary"])
         assert cents(Decimal(str(summary["Total cost (USD)"]))) == cents(report.total_cost)
         assert summary["Cost center"] == report.cost_center
-        for name, (_column, title) in BREAKDOWNS.items():
-            header, *items = sheets[title]
-            assert header[-1] == "Cost (USD)"
-            sheet_cost = sum(Decimal(str(item[-1])) for item in items)
-            assert cents(sheet_cost) == cents(report.total_cost), title
+        for _name, (_columns, title) in BREAKDOWNS.items():
+            header, *items, total = sheets[title]
+            assert header[-2:] == ("Cost (USD)", "Cost (USD, exact)")
+            assert total[0] == "Total" and Decimal(total[-1]) == report.total_cost
+            sheet_cost = sum(Decimal(str(item[-2])) for item in items)
+            assert sheet_cost == Decimal(str(total[-2])) == cents(report.total_cost), title
 
 
 def test_breakdowns_name_llms_users_purposes_and_key_prefixes(cast):

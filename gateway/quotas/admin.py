@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from audit.money import usd
 from gateway.models import Quota, QuotaAlert, RateLimit
 
 from .services import QUOTA_FIELDS, quota_create, quota_status, quota_update, validate_quota
@@ -107,17 +108,17 @@ class QuotaAdmin(admin.ModelAdmin):
         ]
         return ", ".join(parts) or "every call"
 
-    @admin.display(description="spent (USD)")
+    @admin.display(description="spent")
     def spent(self, quota: Quota) -> str:
-        return f"{self._status(quota)['spent']:.6f}"
+        return usd(self._status(quota)["spent"])
 
-    @admin.display(description="reserved (USD)")
+    @admin.display(description="reserved")
     def reserved(self, quota: Quota) -> str:
-        return f"{self._status(quota)['reserved']:.6f}"
+        return usd(self._status(quota)["reserved"])
 
-    @admin.display(description="remaining (USD)")
+    @admin.display(description="remaining")
     def remaining(self, quota: Quota) -> str:
-        return f"{self._status(quota)['remaining']:.6f}"
+        return usd(self._status(quota)["remaining"])
 
     @admin.display(description="standing")
     def standing(self, quota: Quota) -> str:
@@ -125,8 +126,8 @@ class QuotaAdmin(admin.ModelAdmin):
             return "-"
         status = self._status(quota)
         return (
-            f"spent {status['spent']:.6f} USD, reserved {status['reserved']:.6f} USD, "
-            f"remaining {status['remaining']:.6f} USD ({status['percent']:.1f} %)"
+            f"spent {usd(status['spent'])}, reserved {usd(status['reserved'])}, "
+            f"remaining {usd(status['remaining'])} ({status['percent']:.1f} %)"
         )
 
     def save_model(self, request: HttpRequest, obj: Quota, form, change: bool) -> None:

@@ -15,6 +15,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.money import usd
 from gateway.models import Quota, QuotaAlert, RateLimit
 
 from . import config, ledger
@@ -158,7 +159,7 @@ def quota_alerts_send(
         subject = f"[Meshgate] Quota {quota.name} at {percent}%"
         body = (
             f"The quota {quota.name!r} has reached {percent}% of its amount this period.\n\n"
-            f"Spent: {spent:.4f} USD of {quota.amount:.2f} USD "
+            f"Spent: {usd(spent)} of {usd(quota.amount)} "
             f"({quota.get_period_display()}, period from {period_start:%Y-%m-%d %H:%M} UTC).\n"
             + (
                 "Calls past the amount are refused.\n"

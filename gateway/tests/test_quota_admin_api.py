@@ -63,9 +63,10 @@ def test_the_admin_changelist_shows_each_quotas_standing(cast, backend):
     assert response.status_code == 200
     html = response.content.decode()
     assert "Marketing monthly" in html
-    assert "0.250000" in html  # spent
-    assert "0.001250" in html  # reserved
-    assert "0.748750" in html  # remaining
+    # Amounts in the one format of every page (audit.money.usd).
+    assert "$0.25" in html  # spent
+    assert "$0.0013" in html  # reserved: below a cent, two significant digits
+    assert "$0.75" in html  # remaining
     found = logged_in(cast.admin).get("/admin/gateway/quota/", {"q": "Marketing"})
     assert len(found.context["cl"].result_list) == 1
 
@@ -96,7 +97,7 @@ def test_the_admin_adds_a_quota_through_the_service_rules(cast):
         [50, 80, 100],
     )
     change = client.get(f"/admin/gateway/quota/{quota.pk}/change/")
-    assert "spent 0.000000 USD" in change.content.decode()
+    assert "spent $0.00," in change.content.decode()
 
 
 def test_the_admin_lists_rate_limits_and_alerts(cast):

@@ -209,6 +209,53 @@ def test_a_client_that_hangs_up_mid_stream_gives_back_its_reservation(gateway):
     assert standing["spent"] == before + partial
 
 
+def test_a_plain_call_whose_client_hangs_up_is_billed_on_its_estimated_prompt(gateway):
+    """The upstream was called: like a cut stream, the call costs its estimated prompt
+    tokens, the record says the tokens are estimated, and the reservation settles there."""
+    setup_limits(
+        gateway,
+        "quota_create(name='Alice', amount=Decimal('1'), user=User.objects.get(username='alice'))",
+    )
+    before = status(gateway, "Alice")["spent"]
+    messages = [{"role": "user", "content": f"A question asked and left {time.time_ns()} " * 8}]
+    # The simulator answers after a second; the client leaves after 0.4 s.
+    sock = raw_stream_request(
+        gateway.port, gateway.keys["alice"], "sim/slow-1000", stream=False, messages=messages
+    )
+    time.sleep(0.4)
+    sock.close()
+    marker = messages[0]["content"][:60]
+    out = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = gateway.run(
+            "import json\nfrom audit.models import CallRecord\n"
+            f"r = CallRecord.objects.filter(request_body__icontains={marker!r})"
+            ".values('outcome', 'status_code', 'cost', 'prompt_tokens', 'completion_tokens',"
+            " 'tokens_estimated', 'llm_id', 'attempts').first()\n"
+            "print(json.dumps(r and {**r, 'cost': str(r['cost'])}))\n"
+        )
+        record = json.loads(out.strip().splitlines()[-1])
+        if record and record["outcome"] != "interrupted":
+            break
+        time.sleep(0.1)
+    assert record["outcome"] == "client_disconnected" and record["status_code"] == 499
+    assert record["tokens_estimated"] is True
+    body = {"model": "sim/slow-1000", "messages": messages}
+    assert record["prompt_tokens"] == estimate_prompt_tokens(body)
+    assert record["completion_tokens"] == 0
+    # sim/slow-1000 costs $1.00 per million input tokens.
+    assert Decimal(record["cost"]) == Decimal(record["prompt_tokens"]) / 1_000_000
+    assert record["llm_id"] is not None
+    assert record["attempts"][-1]["status"] == 499
+    deadline = time.monotonic() + 5
+    while status(gateway, "Alice")["reserved"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    standing = status(gateway, "Alice")
+    assert standing["reserved"] == 0
+    assert standing["spent"] == before + Decimal(record["cost"])
+
+
 def test_a_rate_limited_key_gets_429_with_retry_after(gateway):
     setup_limits(
         gateway, "ratelimit_create(name='Key RPM', scope='api_key', requests_per_minute=2)"

@@ -9,13 +9,12 @@ import os
 import re
 import subprocess
 import sys
-from decimal import Decimal
 
-import pytest
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from audit.models import CallRecord
+from audit.money import usd
 
 from .conftest import log_in
 from .markup_upstream import MARKUP_ANSWER, MarkupUpstream
@@ -92,7 +91,7 @@ def test_alice_sees_the_answer_stream_in_and_its_cost(live_site, browser_page):
     assert record.request_body["messages"][0]["content"] == "Answer in one paragraph."
     cost = page.text_content(".pane .stat-cost dd")
     assert cost.startswith("$")
-    assert Decimal(cost[1:]) == pytest.approx(record.cost, rel=Decimal("0.01"))
+    assert cost == usd(record.cost)  # the one format of every page (audit.money)
     tokens = page.text_content(".pane .stat-tokens dd")
     assert tokens == f"{record.prompt_tokens} in / {record.completion_tokens} out"
     assert re.fullmatch(r"\d+ ms|\d+\.\d\d s", page.text_content(".pane .stat-ttft dd"))
@@ -153,7 +152,7 @@ def test_compare_streams_models_side_by_side_each_with_its_figures(live_site, br
         expected = f"{record.prompt_tokens} in / {record.completion_tokens} out"
         pane.locator(".stat-tokens dd", has_text=expected).wait_for()
         cost = pane.locator(".stat-cost dd").text_content()
-        assert Decimal(cost[1:]) == pytest.approx(record.cost, rel=Decimal("0.01"))
+        assert cost == usd(record.cost)  # the one format of every page (audit.money)
         assert pane.locator(".stat-ttft dd").text_content() not in {"–", "…"}
         assert pane.locator(".stat-latency dd").text_content() not in {"–", "…"}
     # gpt-4o is priced higher: the same prompt costs more there.

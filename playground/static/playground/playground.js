@@ -23,12 +23,23 @@
     $("status").textContent = text || "";
   }
 
+  // The rule of audit.money.usd (which formats every recorded cost the server sends as
+  // cost_display): cents, two significant digits below a cent, "$0.00" only for zero.
   function formatCost(value) {
     if (value === null || value === undefined || value === "") return "–";
     const number = Number(value);
     if (!Number.isFinite(number)) return "–";
-    if (number === 0) return "$0";
-    return "$" + (number < 0.01 ? number.toPrecision(3) : number.toFixed(4));
+    const sign = number < 0 ? "-" : "";
+    const amount = Math.abs(number);
+    if (amount === 0) return "$0.00";
+    if (amount >= 0.01) {
+      return sign + "$" + amount.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+    }
+    return sign + "$" + Number(amount.toPrecision(2)).toFixed(Math.min(10, 1 - Math.floor(Math.log10(amount)))).replace(/0+$/, "");
+  }
+
+  function runCost(run) {
+    return run.cost_display || runCost(run);
   }
 
   function formatMs(ms) {
@@ -266,7 +277,7 @@
       // The audit record is what the department is charged: show its figures once written.
       const run = await recordedRun(requestId);
       if (run) {
-        pane.figures.cost.textContent = formatCost(run.cost);
+        pane.figures.cost.textContent = runCost(run);
         pane.figures.tokens.textContent = run.prompt_tokens + " in / " + run.completion_tokens + " out";
         pane.root.dataset.outcome = run.outcome;
         // An alias (or a fallback) says which model actually answered.
@@ -388,7 +399,7 @@
       button.dataset.requestId = run.request_id;
       button.append(
         make("span", "run-model", run.model),
-        make("span", "run-meta", new Date(run.started_at).toLocaleString() + " · " + run.outcome_label + " · " + formatCost(run.cost)),
+        make("span", "run-meta", new Date(run.started_at).toLocaleString() + " · " + run.outcome_label + " · " + runCost(run)),
       );
       button.addEventListener("click", () => reopen(run.request_id));
       item.append(button);
@@ -426,7 +437,7 @@
     if (run.settings.max_tokens !== undefined) $("max-tokens").value = run.settings.max_tokens;
     if (run.settings.top_p !== undefined) $("top-p").value = run.settings.top_p;
     pane.figures.tokens.textContent = run.prompt_tokens + " in / " + run.completion_tokens + " out";
-    pane.figures.cost.textContent = formatCost(run.cost);
+    pane.figures.cost.textContent = runCost(run);
     pane.figures.latency.textContent = formatMs(run.latency_ms);
     pane.figures.ttft.textContent = formatMs(run.ttft_ms);
     setStatus(usable ? "Reopened a run of " + run.model + "." : "Reopened a run of " + run.model + ", which you can no longer use: pick another model to continue.");

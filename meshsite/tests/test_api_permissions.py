@@ -38,6 +38,7 @@ MODEL = {
     "api-llm": "connections.view_llm",
     "api-alias": "connections.view_alias",
     "api-quota": "gateway.view_quota",
+    "api-department": "connections.view_department",
 }
 SCOPED = ("api-key", "api-call", "api-usage", "api-report")
 DOCS = ("api-schema", "api-docs", "api-redoc")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ._common import CONNECTION_FIELDS, LLM_FIELDS, USE_LLM, change_record
 from .access import (
     ACCESSES,
+    EVERY_DEPARTMENT,
     department_access_global_holders,
     department_access_grant,
     department_access_holders,
@@ -21,6 +22,9 @@ from .access import (
     department_member_add,
     department_member_remove,
     department_members,
+    permission_label,
+    permissions_set,
+    user_groups_set,
 )
 from .aliases import alias_create, alias_delete, alias_set_targets, alias_update
 from .connections import (
@@ -54,6 +58,7 @@ from .llms import (
 __all__ = [
     "ACCESSES",
     "CONNECTION_FIELDS",
+    "EVERY_DEPARTMENT",
     "LLM_FIELDS",
     "UNREADABLE",
     "USE_LLM",
@@ -92,5 +97,8 @@ __all__ = [
     "llm_update",
     "llm_withdraw",
     "models_discover",
+    "permission_label",
+    "permissions_set",
     "scrub",
+    "user_groups_set",
 ]

@@ -237,8 +237,89 @@ def department_access_set(
     return changes
 
 
+# --- global permissions and group membership (the user and group admin pages) ------------------
+
+# Held as a user's or a group's own permission, each of these covers ALL departments.
+EVERY_DEPARTMENT = {
+    ("connections", "view_department_reports"): "View and download the reports of ALL "
+    "departments (for one department: its page's access panel)",
+    ("connections", "view_department_audit"): "View the audit records of ALL departments "
+    "(for one department: its page's access panel)",
+    ("audit", "view_callrecord"): "View the call records of ALL departments",
+    ("audit", "view_chargebackreport"): "View the chargeback reports of ALL departments",
+}
+
+
+def permission_label(permission: Permission) -> str:
+    """How a global permission reads to people ("app | what it allows")."""
+    key = (permission.content_type.app_label, permission.codename)
+    if key in EVERY_DEPARTMENT:
+        return f"{permission.content_type.app_label} | {EVERY_DEPARTMENT[key]}"
+    return str(permission)
+
+
+@transaction.atomic
+def permissions_set(
+    *,
+    actor,
+    permissions: Iterable[Permission],
+    user: User | None = None,
+    group: Group | None = None,
+) -> int:
+    """Make exactly these the global permissions a user or a group holds itself (a user's
+    groups' are theirs), one recorded grant or revoke per difference. Returns their number."""
+    who = _who(user, group)
+    holder = user if user is not None else group
+    related = user.user_permissions if user is not None else group.permissions
+    current = related.select_related("content_type")
+    added, removed = _diff(current, Permission.objects.filter(pk__in=[p.pk for p in permissions]))
+    for permission, event_type in [
+        *((p, ChangeEvent.Type.PERMISSION_GRANTED) for p in added),
+        *((p, ChangeEvent.Type.PERMISSION_REVOKED) for p in removed),
+    ]:
+        if event_type == ChangeEvent.Type.PERMISSION_GRANTED:
+            related.add(permission)
+        else:
+            related.remove(permission)
+        _record(
+            actor,
+            event_type,
+            holder,
+            permission=permission_label(permission),
+            scope="global",
+            **who,
+        )
+    return len(added) + len(removed)
+
+
+@transaction.atomic
+def user_groups_set(*, user: User, groups: Iterable[Group], actor) -> int:
+    """Make exactly these the user's groups (departments included), one recorded change per
+    group joined or left. Returns their number."""
+    added, removed = _diff(user.groups.all(), groups)
+    for group, event_type in [
+        *((g, ChangeEvent.Type.MEMBER_ADDED) for g in added),
+        *((g, ChangeEvent.Type.MEMBER_REMOVED) for g in removed),
+    ]:
+        if event_type == ChangeEvent.Type.MEMBER_ADDED:
+            user.groups.add(group)
+        else:
+            user.groups.remove(group)
+        department = Department.objects.filter(group=group).first()
+        _record(
+            actor,
+            event_type,
+            department or group,
+            user=user.username,
+            user_id=user.pk,
+            **({"department_id": department.pk} if department else {"group": group.name}),
+        )
+    return len(added) + len(removed)
+
+
 __all__ = [
     "ACCESSES",
+    "EVERY_DEPARTMENT",
     "Access",
     "department_access_global_holders",
     "department_access_grant",
@@ -249,4 +330,7 @@ __all__ = [
     "department_member_add",
     "department_member_remove",
     "department_members",
+    "permission_label",
+    "permissions_set",
+    "user_groups_set",
 ]

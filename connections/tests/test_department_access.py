@@ -131,3 +131,59 @@ def test_a_global_permission_is_labelled_as_covering_all_departments(admin_clien
     assert "Can view and download the department&#x27;s reports" not in text
     html = admin_client.get(reverse("admin:auth_group_add")).content.decode()
     assert "View the call records of ALL departments" in html
+
+
+def user_form(user, **changes) -> dict:
+    data = {
+        "username": user.username,
+        "first_name": "",
+        "last_name": "",
+        "email": user.email,
+        "is_active": "on",
+        "groups": [g.pk for g in user.groups.all()],
+        "user_permissions": [p.pk for p in user.user_permissions.all()],
+        "last_login_0": "",
+        "last_login_1": "",
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+    }
+    data.update(changes)
+    return data
+
+
+def test_global_permission_and_group_changes_on_a_users_page_are_recorded(admin_client, cast):
+    from django.contrib.auth.models import Permission
+
+    reports = Permission.objects.get(codename="view_department_reports")
+    url = reverse("admin:auth_user_change", args=[cast.charlie.pk])
+    response = admin_client.post(
+        url,
+        user_form(cast.charlie, groups=[cast.finance.group.pk], user_permissions=[reports.pk]),
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    assert list(cast.charlie.groups.all()) == [cast.finance.group]
+    [joined] = events(ChangeEvent.Type.MEMBER_ADDED)
+    assert joined.object_repr == "Finance" and joined.details["user"] == "charlie"
+    [granted] = events(ChangeEvent.Type.PERMISSION_GRANTED)
+    assert granted.actor == cast.admin and granted.object_repr == "charlie"
+    assert "reports of ALL departments" in granted.details["permission"]
+    fresh = type(cast.charlie).objects.get(pk=cast.charlie.pk)
+    assert report_department_ids(fresh) is None  # all of them, as the label says
+
+    admin_client.post(url, user_form(fresh, groups=[], user_permissions=[]))
+    assert len(events(ChangeEvent.Type.MEMBER_REMOVED)) == 1
+    assert len(events(ChangeEvent.Type.PERMISSION_REVOKED)) == 1
+    assert not cast.charlie.user_permissions.exists()
+
+
+def test_a_groups_permission_changes_are_recorded(admin_client, cast):
+    from django.contrib.auth.models import Permission
+
+    audit = Permission.objects.get(codename="view_department_audit")
+    url = reverse("admin:auth_group_change", args=[cast.research.group.pk])
+    response = admin_client.post(url, {"name": "Research", "permissions": [audit.pk]})
+    assert response.status_code == 302
+    assert list(cast.research.group.permissions.all()) == [audit]
+    [granted] = events(ChangeEvent.Type.PERMISSION_GRANTED)
+    assert granted.details["group"] == "Research"
+    assert "audit records of ALL departments" in granted.details["permission"]

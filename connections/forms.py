@@ -11,7 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib.admin.widgets import FilteredSelectMultiple
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 
 from . import services
 from .models import LLM, Connection, Department
@@ -180,8 +180,29 @@ class GroupPickForm(forms.Form):
     )
 
 
+def _pick(queryset, name: str) -> forms.ModelMultipleChoiceField:
+    return forms.ModelMultipleChoiceField(
+        queryset=queryset, required=False, widget=FilteredSelectMultiple(name, is_stacked=False)
+    )
+
+
+_PEOPLE = User.objects.filter(is_active=True).order_by("username")
+_GROUPS = Group.objects.order_by("name")
+# The access panel's fields; `report_*` and `audit_*` are per-department object permissions.
+ACCESS_FIELDS = ("members", "llms", "report_users", "report_groups", "audit_users", "audit_groups")
+
+
 class DepartmentForm(forms.ModelForm):
+    """A department, and on its change page its access panel: members, models granted to
+    it, and who may view its reports and its audit records (this department only)."""
+
     name = forms.CharField(max_length=150, help_text="The Django group's name.")
+    members = _pick(_PEOPLE, "members")
+    llms = _pick(LLM.objects.select_related("connection").order_by("mesh_id"), "models")
+    report_users = _pick(_PEOPLE, "people")
+    report_groups = _pick(_GROUPS, "groups")
+    audit_users = _pick(_PEOPLE, "people")
+    audit_groups = _pick(_GROUPS, "groups")
 
     class Meta:
         model = Department
@@ -189,8 +210,57 @@ class DepartmentForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            self.fields["name"].initial = self.instance.group.name
+        department = self.instance
+        if not department.pk:
+            for field_name in ACCESS_FIELDS:  # the panel is on the change page
+                self.fields.pop(field_name)
+            return
+        name = department.group.name
+        self.fields["name"].initial = name
+        texts = {
+            "members": (
+                "Members",
+                f"People in {name}: they may call the models granted to it and charge it.",
+            ),
+            "llms": ("Models granted", f"Models {name}'s members may call, once approved."),
+        }
+        for access, label in (("report", "reports"), ("audit", "audit records")):
+            texts[f"{access}_users"] = (
+                f"May view {name}'s {label}: people",
+                f"Only {name}'s {label}, no other department's.",
+            )
+            texts[f"{access}_groups"] = (
+                f"May view {name}'s {label}: groups",
+                f"Every member of these groups may view {name}'s {label}.",
+            )
+        for field_name, (label, help_text) in texts.items():
+            if field_name in self.fields:
+                self.fields[field_name].label = label
+                self.fields[field_name].help_text = help_text
+        initial = {
+            "members": services.department_members(department),
+            "llms": services.department_llms(department),
+        }
+        for access, key in (("report", "reports"), ("audit", "audit")):
+            users, groups = services.department_access_holders(department=department, access=key)
+            initial[f"{access}_users"], initial[f"{access}_groups"] = users, groups
+        for field_name, value in initial.items():
+            if field_name in self.fields:
+                self.fields[field_name].initial = value
+
+    def access_changes(self) -> dict[str, Any]:
+        """The access panel as `department_access_set` takes it ({} when it was not shown)."""
+        data = self.cleaned_data
+        if not all(name in self.fields for name in ACCESS_FIELDS):
+            return {}
+        return {
+            "members": data["members"],
+            "llms": data["llms"],
+            "viewers": {
+                "reports": (data["report_users"], data["report_groups"]),
+                "audit": (data["audit_users"], data["audit_groups"]),
+            },
+        }
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()

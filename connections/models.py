@@ -31,6 +31,8 @@ class Department(models.Model):
 
     class Meta:
         ordering = ["group__name"]
+        # Granted per department on its admin page (django-guardian object permissions).
+        # Held globally (a user's or group's permissions), each covers ALL departments.
         permissions = [
             ("view_department_reports", "Can view and download the department's reports"),
             ("view_department_audit", "Can view the department's audit records"),
@@ -322,6 +324,13 @@ class ChangeEvent(models.Model):
         ALIAS_CHANGED = "alias_changed", "Alias changed"
         KEY_ROTATED = "key_rotated", "Encryption key rotated"
         DEPARTMENT_CHANGED = "department_changed", "Department changed"
+        MEMBER_ADDED = "member_added", "Member added to a group"
+        MEMBER_REMOVED = "member_removed", "Member removed from a group"
+        PERMISSION_GRANTED = "permission_granted", "Permission granted"
+        PERMISSION_REVOKED = "permission_revoked", "Permission revoked"
+        QUOTA_CREATED = "quota_created", "Quota created"
+        QUOTA_UPDATED = "quota_updated", "Quota changed"
+        QUOTA_DELETED = "quota_deleted", "Quota deleted"
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.ForeignKey(

@@ -82,14 +82,18 @@ class ConnectionViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=None, responses=ConnectionTestSerializer)
     @action(detail=True, methods=["post"], permission_classes=[CAN_TEST])
-    def test(self, request: Request, slug: str | None = None) -> Response:
+    def test(
+        self, request: Request, slug: str | None = None, format: str | None = None
+    ) -> Response:
         """A cheap real call to the provider: 200 either way, `ok` says how it went."""
         result = connection_services.connection_test(connection=self.get_object())
         return Response(ConnectionTestSerializer(result).data)
 
     @extend_schema(request=None, responses={200: DiscoverySerializer, 502: DiscoverySerializer})
     @action(detail=True, methods=["post"], permission_classes=[CAN_DISCOVER])
-    def discover(self, request: Request, slug: str | None = None) -> Response:
+    def discover(
+        self, request: Request, slug: str | None = None, format: str | None = None
+    ) -> Response:
         """Add the provider's new models, not approved; 502 if the provider could not say."""
         result = connection_services.models_discover(
             connection=self.get_object(), actor=request.user
@@ -132,14 +136,18 @@ class LLMViewSet(
 
     @extend_schema(request=None, responses=LLMSerializer)
     @action(detail=True, methods=["post"], permission_classes=[CAN_APPROVE])
-    def approve(self, request: Request, pk: str | None = None) -> Response:
+    def approve(
+        self, request: Request, pk: str | None = None, format: str | None = None
+    ) -> Response:
         llm = self.get_object()
         connection_services.llm_approve(llm=llm, actor=request.user)
         return Response(self.get_serializer(llm).data)
 
     @extend_schema(request=None, responses=LLMSerializer)
     @action(detail=True, methods=["post"], permission_classes=[CAN_APPROVE])
-    def withdraw(self, request: Request, pk: str | None = None) -> Response:
+    def withdraw(
+        self, request: Request, pk: str | None = None, format: str | None = None
+    ) -> Response:
         llm = self.get_object()
         connection_services.llm_withdraw(llm=llm, actor=request.user)
         return Response(self.get_serializer(llm).data)
@@ -153,7 +161,9 @@ class LLMViewSet(
         methods=["get", "post"],
         permission_classes=[require("connections.view_llm")],
     )
-    def grants(self, request: Request, pk: str | None = None) -> Response:
+    def grants(
+        self, request: Request, pk: str | None = None, format: str | None = None
+    ) -> Response:
         """The groups holding `use_llm` on this model; POST `{"group": id or name}` grants one."""
         llm = self.get_object()
         if request.method == "POST":
@@ -172,7 +182,9 @@ class LLMViewSet(
         url_path=r"grants/(?P<group_id>\d+)",
         permission_classes=[CAN_GRANT],
     )
-    def revoke_grant(self, request: Request, pk: str | None = None, group_id: str = "") -> Response:
+    def revoke_grant(
+        self, request: Request, pk: str | None = None, group_id: str = "", format: str | None = None
+    ) -> Response:
         llm = self.get_object()
         group = get_object_or_404(Group, pk=group_id)
         connection_services.llm_revoke(llm=llm, group=group, actor=request.user)
@@ -256,7 +268,9 @@ class ApiKeyViewSet(
 
     @extend_schema(request=None, responses=ApiKeySerializer)
     @action(detail=True, methods=["post"])
-    def revoke(self, request: Request, pk: str | None = None) -> Response:
+    def revoke(
+        self, request: Request, pk: str | None = None, format: str | None = None
+    ) -> Response:
         api_key = services.apikey_revoke(api_key=self.get_object(), actor=request.user)
         return Response(self.get_serializer(api_key).data)
 

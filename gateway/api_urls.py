@@ -7,7 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from . import api
+from . import api, api_departments
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False  # the root listing would be one more public-ish page
@@ -15,6 +15,7 @@ router.register("connections", api.ConnectionViewSet, basename="api-connection")
 router.register("llms", api.LLMViewSet, basename="api-llm")
 router.register("aliases", api.AliasViewSet, basename="api-alias")
 router.register("keys", api.ApiKeyViewSet, basename="api-key")
+router.register("departments", api_departments.DepartmentViewSet, basename="api-department")
 
 urlpatterns = [
     path("", include(router.urls)),

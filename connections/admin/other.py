@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
-from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
 from .. import services
 from ..forms import DepartmentForm
@@ -87,7 +87,7 @@ class AliasAdmin(admin.ModelAdmin):
 class DepartmentAdmin(admin.ModelAdmin):
     form = DepartmentForm
     list_display = ("name", "cost_center", "member_count")
-    readonly_fields = ("members", "viewers")
+    readonly_fields = ("everywhere",)
     search_fields = ("group__name", "cost_center")
     list_select_related = ("group",)
     ordering = ("group__name",)
@@ -99,29 +99,43 @@ class DepartmentAdmin(admin.ModelAdmin):
     def name(self, obj: Department) -> str:
         return obj.group.name
 
-    def get_fields(self, request: HttpRequest, obj: Department | None = None) -> list[str]:
-        fields = ["name", "cost_center", "contacts"]
-        return [*fields, "members", "viewers"] if obj is not None else fields
-
-    @admin.display(description="Members (users in the group)")
-    def members(self, obj: Department) -> str:
-        names = obj.group.user_set.order_by("username").values_list("username", flat=True)
-        return ", ".join(names) or "nobody yet"
-
-    @admin.display(description="Report and audit viewers")
-    def viewers(self, obj: Department) -> str:
-        lines = []
-        for codename, label in (
-            ("view_department_reports", "reports"),
-            ("view_department_audit", "audit records"),
-        ):
-            users = get_users_with_perms(obj, only_with_perms_in=[codename], with_group_users=False)
-            groups = get_groups_with_perms(obj, attach_perms=True)
-            holders = [u.username for u in users] + [
-                f"group {g.name}" for g, perms in groups.items() if codename in perms
+    def get_fieldsets(self, request: HttpRequest, obj: Department | None = None) -> list:
+        fieldsets: list = [(None, {"fields": ("name", "cost_center", "contacts")})]
+        if obj is not None:
+            fieldsets += [
+                (
+                    "Access",
+                    {
+                        "fields": ("members", "llms"),
+                        "description": "Who is in this department and which models it may use.",
+                    },
+                ),
+                (
+                    f"Who may view {obj.name}'s reports and audit records",
+                    {
+                        "fields": (
+                            "report_users",
+                            "report_groups",
+                            "audit_users",
+                            "audit_groups",
+                            "everywhere",
+                        ),
+                        "description": f"A grant here shows {obj.name}'s data only. "
+                        "Superusers, and people or groups holding the global permission "
+                        "(on their own page), see ALL departments.",
+                    },
+                ),
             ]
-            lines.append(f"{label}: {', '.join(sorted(holders)) or 'nobody'}")
-        return "; ".join(lines)
+        return fieldsets
+
+    @admin.display(description="Also every department's, by a global permission")
+    def everywhere(self, obj: Department) -> str:
+        lines = []
+        for key, access in services.ACCESSES.items():
+            users, groups = services.department_access_global_holders(access=key)
+            holders = [u.username for u in users] + [f"group {g.name}" for g in groups]
+            lines.append(f"{access.label}: {', '.join(holders) or 'nobody'}")
+        return "; ".join(lines) + " (and superusers)"
 
     @admin.display(description="Members", ordering="_members")
     def member_count(self, obj: Department) -> int:
@@ -129,12 +143,16 @@ class DepartmentAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Department, form: Any, change: bool) -> None:
         values = {k: form.cleaned_data[k] for k in ("name", "cost_center", "contacts")}
-        if change:
-            saved = services.department_update(
-                department=Department.objects.get(pk=obj.pk), actor=request.user, **values
-            )
-        else:
-            saved = services.department_create(actor=request.user, **values)
+        with transaction.atomic():
+            if change:
+                saved = services.department_update(
+                    department=Department.objects.get(pk=obj.pk), actor=request.user, **values
+                )
+                services.department_access_set(
+                    department=saved, actor=request.user, **form.access_changes()
+                )
+            else:
+                saved = services.department_create(actor=request.user, **values)
         obj.pk = saved.pk
         obj.group_id = saved.group_id
         obj._state.adding = False

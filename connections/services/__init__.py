@@ -1,5 +1,5 @@
 """State changes of what can be called: connections, their secrets and models, grants, aliases,
-departments, encryption keys.
+departments and who may see them, encryption keys.
 
 Every service is keyword-only and records a `ChangeEvent` with the acting user in
 the same transaction as the change. Secrets are write-only: events name the
@@ -9,7 +9,23 @@ field that was replaced, never its value. Import them from here
 
 from __future__ import annotations
 
-from ._common import CONNECTION_FIELDS, LLM_FIELDS, USE_LLM
+from ._common import CONNECTION_FIELDS, LLM_FIELDS, USE_LLM, change_record
+from .access import (
+    ACCESSES,
+    EVERY_DEPARTMENT,
+    department_access_global_holders,
+    department_access_grant,
+    department_access_holders,
+    department_access_revoke,
+    department_access_set,
+    department_llms,
+    department_member_add,
+    department_member_remove,
+    department_members,
+    permission_label,
+    permissions_set,
+    user_groups_set,
+)
 from .aliases import alias_create, alias_delete, alias_set_targets, alias_update
 from .connections import (
     connection_create,
@@ -40,7 +56,9 @@ from .llms import (
 )
 
 __all__ = [
+    "ACCESSES",
     "CONNECTION_FIELDS",
+    "EVERY_DEPARTMENT",
     "LLM_FIELDS",
     "UNREADABLE",
     "USE_LLM",
@@ -50,13 +68,23 @@ __all__ = [
     "alias_delete",
     "alias_set_targets",
     "alias_update",
+    "change_record",
     "connection_create",
     "connection_delete",
     "connection_set_secrets",
     "connection_test",
     "connection_update",
+    "department_access_global_holders",
+    "department_access_grant",
+    "department_access_holders",
+    "department_access_revoke",
+    "department_access_set",
     "department_create",
     "department_delete",
+    "department_llms",
+    "department_member_add",
+    "department_member_remove",
+    "department_members",
     "department_update",
     "encryption_key_rotate",
     "llm_approve",
@@ -69,5 +97,8 @@ __all__ = [
     "llm_update",
     "llm_withdraw",
     "models_discover",
+    "permission_label",
+    "permissions_set",
     "scrub",
+    "user_groups_set",
 ]

@@ -58,6 +58,12 @@ def _record(actor, event_type: str, obj: Any, **details: Any) -> ChangeEvent:
     )
 
 
+def change_record(*, actor, event_type: str, obj: Any, **details: Any) -> ChangeEvent:
+    """Record a change made outside this app (quotas, ...) in the same change log; call it
+    inside the change's transaction."""
+    return _record(actor, event_type, obj, **details)
+
+
 def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str | list | dict):
         return value

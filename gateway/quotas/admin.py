@@ -10,7 +10,14 @@ from django.http import HttpRequest
 from audit.money import usd
 from gateway.models import Quota, QuotaAlert, RateLimit
 
-from .services import QUOTA_FIELDS, quota_create, quota_status, quota_update, validate_quota
+from .services import (
+    QUOTA_FIELDS,
+    quota_create,
+    quota_delete,
+    quota_status,
+    quota_update,
+    validate_quota,
+)
 
 
 class QuotaForm(forms.ModelForm):
@@ -143,6 +150,13 @@ class QuotaAdmin(admin.ModelAdmin):
         except ValidationError as exc:
             # The form validated; a service rule still refused: show it instead of a 500.
             self.message_user(request, "; ".join(exc.messages), level="error")
+
+    def delete_model(self, request: HttpRequest, obj: Quota) -> None:
+        quota_delete(quota=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for quota in queryset:
+            quota_delete(quota=quota, actor=request.user)
 
 
 @admin.register(RateLimit)

@@ -1,10 +1,11 @@
-"""`/api/quotas/`: each quota with its current spend, reservations and room (staff only)."""
+"""`/api/quotas/`: each quota with its current spend, reservations and room, for holders of
+`gateway.view_quota` (the admin's quota pages ask the same)."""
 
 from __future__ import annotations
 
 from rest_framework import serializers, viewsets
-from rest_framework.permissions import IsAdminUser
 
+from gateway.api import ModelPermissions
 from gateway.models import Quota
 
 from .services import quota_status
@@ -56,7 +57,7 @@ class QuotaSerializer(serializers.ModelSerializer):
 
 
 class QuotaViewSet(viewsets.ReadOnlyModelViewSet):
-    permission_classes = [IsAdminUser]
+    permission_classes = [ModelPermissions]
     serializer_class = QuotaSerializer
     queryset = Quota.objects.select_related(
         "department__group", "user", "api_key", "connection", "llm"

@@ -16,7 +16,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.money import usd
-from gateway.models import Quota, QuotaAlert, RateLimit
+from connections.models import ChangeEvent
+from connections.services import change_record
+from gateway.models import ApiKey, Quota, QuotaAlert, RateLimit
 
 from . import config, ledger
 from .admission import counter_keys
@@ -79,7 +81,25 @@ def quota_create(*, actor=None, **fields: Any) -> Quota:
             quota.save()
     except IntegrityError:
         raise ValidationError("A quota with that name, or a catch-all quota, already exists.")
+    change_record(
+        actor=actor,
+        event_type=ChangeEvent.Type.QUOTA_CREATED,
+        obj=quota,
+        quota_id=quota.pk,
+        **{name: _shown(getattr(quota, name)) for name in QUOTA_FIELDS},
+    )
     return quota
+
+
+def _shown(value: Any) -> Any:
+    """A field's value as the change log keeps it (JSON; objects by name)."""
+    if value is None or isinstance(value, bool | int | str | list):
+        return value
+    if isinstance(value, ApiKey):
+        return value.prefix
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 @transaction.atomic
@@ -89,6 +109,7 @@ def quota_update(*, quota: Quota, actor=None, **changes: Any) -> Quota:
     unknown = set(changes) - set(QUOTA_FIELDS)
     if unknown:
         raise TypeError(f"Unknown quota fields: {sorted(unknown)}")
+    before = Quota.objects.filter(pk=quota.pk).first()
     for name, value in changes.items():
         setattr(quota, name, value)
     validate_quota(quota)
@@ -97,7 +118,35 @@ def quota_update(*, quota: Quota, actor=None, **changes: Any) -> Quota:
             quota.save()
     except IntegrityError:
         raise ValidationError("A quota with that name, or a catch-all quota, already exists.")
+    changed = {
+        name: {"from": _shown(getattr(before, name)), "to": _shown(getattr(quota, name))}
+        for name in QUOTA_FIELDS
+        if before is not None and _shown(getattr(before, name)) != _shown(getattr(quota, name))
+    }
+    if changed:
+        change_record(
+            actor=actor,
+            event_type=ChangeEvent.Type.QUOTA_UPDATED,
+            obj=quota,
+            quota_id=quota.pk,
+            changed=changed,
+        )
     return quota
+
+
+@transaction.atomic
+def quota_delete(*, quota: Quota, actor=None) -> None:
+    """Delete a quota: calls it matched are no longer limited by it (within the cache check
+    delay). Its alerts' sent-markers go with it."""
+    change_record(
+        actor=actor,
+        event_type=ChangeEvent.Type.QUOTA_DELETED,
+        obj=quota,
+        quota_id=quota.pk,
+        amount=_shown(quota.amount),
+        period=quota.period,
+    )
+    quota.delete()
 
 
 @transaction.atomic

@@ -1,4 +1,4 @@
-"""Each quota's spend, reservations and room: in the admin and at /api/quotas/ for staff."""
+"""Each quota's spend, reservations and room: in the admin and at /api/quotas/ (view_quota)."""
 
 from __future__ import annotations
 

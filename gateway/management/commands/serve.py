@@ -15,6 +15,13 @@ import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+# How long a stopping gateway waits for calls in flight before it closes them.
+GRACE_SECONDS = 30
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
 
 class Command(BaseCommand):
     help = "Serve Meshgate (ASGI, uvicorn) with the provider simulator and, with Redis, Celery."
@@ -76,6 +83,11 @@ class Command(BaseCommand):
             f"Meshgate on http://{options['host']}:{options['port']}/  "
             f"(admin: /admin/, playground: /playground/, API: /v1/)"
         )
+        # uvicorn catches SIGTERM and SIGINT, drains in-flight calls (at most GRACE_SECONDS),
+        # then restores the handlers it found and raises the signal again. With the default
+        # SIGTERM handler back, that ended this process on the spot, before `finally`: the
+        # simulator and Celery were left running. A handler of ours makes it an exit instead.
+        previous = signal.signal(signal.SIGTERM, _exit_on_signal)
         try:
             uvicorn.run(
                 "meshsite.asgi:application",
@@ -88,8 +100,12 @@ class Command(BaseCommand):
                 access_log=False,
                 proxy_headers=True,
                 env_file=None,
+                timeout_graceful_shutdown=GRACE_SECONDS,
             )
+        except KeyboardInterrupt:  # SIGINT, raised again by uvicorn once it has drained
+            pass
         finally:
+            signal.signal(signal.SIGTERM, previous)
             for child in children:
                 child.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 10

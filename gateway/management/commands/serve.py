@@ -69,6 +69,8 @@ class Command(BaseCommand):
                         "meshsite",
                         "worker",
                         "--beat",
+                        "--schedule",
+                        str(settings.VAR_DIR / "celerybeat-schedule"),
                         "--loglevel",
                         "INFO",
                         "--concurrency",

@@ -277,3 +277,58 @@ def test_a_rate_limited_key_gets_429_with_retry_after(gateway):
     assert 1 <= int(answers[2].headers["retry-after"]) <= 60
     [row] = records(gateway, [answers[2].headers["x-request-id"]])
     assert row["outcome"] == "rate_limited"
+
+
+def test_a_worker_that_cannot_reach_redis_refuses_instead_of_overspending(gateway, simulator):
+    """Two workers, one quota; Redis is away for the first only. It must not admit through a
+    ledger of its own that the second cannot see: it answers 503 quota_unavailable while the
+    second spends the quota through Redis, so the quota is never overspent by more than one
+    call's worst case. Once its Redis is back it admits again."""
+    from gateway.tests.relay import Relay
+
+    worst = worst_case_nanos(GPT4O_PRICES, estimate_prompt_tokens(BODY), BODY["max_tokens"])
+    amount = from_nanos(2 * worst).quantize(Decimal("0.000001"), rounding=ROUND_CEILING)
+    redis = urlsplit(QUOTA_REDIS_URL)
+    relay = Relay(redis.hostname or "127.0.0.1", redis.port or 6379)
+    try:
+        via = redis._replace(netloc=f"127.0.0.1:{relay.port}").geturl()
+        first, first_port = gateway.start(extra_env={"REDIS_URL": via})
+        setup_limits(
+            gateway,
+            f"quota_create(name='Shared budget', amount=Decimal('{amount}'), "
+            "department=Department.objects.get(cost_center='MKT-100'))",
+        )
+        relay.kill()
+        headers = {"Authorization": f"Bearer {gateway.keys['alice']}"}
+        seen: dict[str, list[tuple[int, str, str]]] = {"first": [], "second": []}
+        for _ in range(12):
+            for name, port in (("first", first_port), ("second", gateway.port)):
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    json=BODY,
+                    headers=headers,
+                    timeout=30,
+                )
+                code = answer.json().get("error", {}).get("code", "") if answer.is_error else ""
+                seen[name].append((answer.status_code, code, answer.headers["x-request-id"]))
+
+        assert {(status, code) for status, code, _ in seen["first"]} == {(503, "quota_unavailable")}
+        second = [(status, code) for status, code, _ in seen["second"]]
+        assert (200, "") in second and (429, "quota_exceeded") in second
+        rows = records(gateway, [rid for runs in seen.values() for *_, rid in runs])
+        assert len(rows) == 24  # refused calls are in the trail too
+        spent = sum(Decimal(r["cost"]) for r in rows if r["outcome"] == "ok")
+        assert spent <= amount + from_nanos(worst)
+
+        relay.resume()
+        time.sleep(1.5)  # the worker tries Redis again a second after it went away
+        again = httpx.post(
+            f"http://127.0.0.1:{first_port}/v1/chat/completions",
+            json=BODY,
+            headers=headers,
+            timeout=30,
+        )
+        assert again.status_code == 429 and again.json()["error"]["code"] == "quota_exceeded"
+        first.terminate()
+    finally:
+        relay.close()

@@ -218,7 +218,7 @@ def wait_http(port: int, path: str, seconds: float = 60) -> None:
 def start_simulator() -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "connections.simulator", "--port", str(port), "--api-key", SIM_KEY],
+        [PYTHON, "-m", "simulator", "--port", str(port), "--api-key", SIM_KEY],
         cwd=ROOT,
     )
     wait_http(port, "/_sim/requests")

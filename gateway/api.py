@@ -20,7 +20,7 @@ from rest_framework.response import Response
 from connections import services as connection_services
 from connections.models import LLM, Alias, AliasTarget, Connection
 
-from . import services
+from . import keys
 from .models import ApiKey
 from .serializers import (
     AliasSerializer,
@@ -271,7 +271,7 @@ class ApiKeyViewSet(
     def revoke(
         self, request: Request, pk: str | None = None, format: str | None = None
     ) -> Response:
-        api_key = services.apikey_revoke(api_key=self.get_object(), actor=request.user)
+        api_key = keys.apikey_revoke(api_key=self.get_object(), actor=request.user)
         return Response(self.get_serializer(api_key).data)
 
 

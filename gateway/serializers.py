@@ -22,7 +22,7 @@ from connections.models import LLM, Alias, Connection, Department
 from connections.services import CONNECTION_FIELDS
 from connections.validators import validate_base_url
 
-from . import services
+from . import keys
 from .models import ApiKey
 
 
@@ -328,7 +328,7 @@ class ApiKeySerializer(StrictFieldsMixin, serializers.ModelSerializer):
         actor = self.context["request"].user
         owner = validated_data.get("owner") or actor
         with service_errors():
-            api_key, raw_key = services.apikey_create(
+            api_key, raw_key = keys.apikey_create(
                 owner=owner,
                 department=validated_data["department"],
                 purpose=validated_data["purpose"],

@@ -17,7 +17,7 @@ from audit.services import BREAKDOWNS
 from audit.tests.make_records import create, record
 from connections.models import LLM
 from connections.services import department_create, department_delete, llm_delete
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 pytestmark = pytest.mark.django_db
 

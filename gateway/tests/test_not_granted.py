@@ -23,7 +23,7 @@ from audit.writer import writer
 from conftest import build_cast
 from gateway import auth, catalog, clients
 from gateway.asgi import GatewayApp
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""The management API (`/api/`): connections, LLMs and their grants, aliases, API keys.
+"""The connections' management API (`/api/`): connections, LLMs and their grants, aliases.
 
 Authenticated by session (CSRF enforced by DRF) or by a Meshgate key; either way the
 caller acts with its user's Django model permissions, reads included (`view_*`).
@@ -12,20 +12,17 @@ from django.contrib.auth.models import Group
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, permissions, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from connections import services as connection_services
-from connections.models import LLM, Alias, AliasTarget, Connection
+from meshsite.lib.drf import ModelPermissions, require
 
-from . import keys
-from .models import ApiKey
+from . import services as connection_services
+from .models import LLM, Alias, AliasTarget, Connection
 from .serializers import (
     AliasSerializer,
-    ApiKeyCreatedSerializer,
-    ApiKeySerializer,
     ConnectionSerializer,
     ConnectionTestSerializer,
     DiscoverySerializer,
@@ -33,32 +30,6 @@ from .serializers import (
     GroupRefSerializer,
     LLMSerializer,
 )
-
-VIEW = "%(app_label)s.view_%(model_name)s"
-
-
-class ModelPermissions(permissions.DjangoModelPermissions):
-    """Django model permissions for every method, reads included (`view_<model>`)."""
-
-    perms_map = {
-        **permissions.DjangoModelPermissions.perms_map,
-        "GET": [VIEW],
-        "HEAD": [VIEW],
-        "OPTIONS": [VIEW],
-    }
-
-
-def require(*perms: str) -> type[permissions.BasePermission]:
-    """A permission class demanding every one of `perms` (for actions beyond CRUD)."""
-
-    class Required(permissions.BasePermission):
-        def has_permission(self, request: Request, view) -> bool:
-            user = request.user
-            return bool(user and user.is_authenticated and user.has_perms(perms))
-
-    Required.__name__ = f"Require({', '.join(perms)})"
-    return Required
-
 
 # Approving a model or granting it to a group changes who may call what: the same
 # rights as editing it in the admin, and for grants also editing groups.
@@ -216,69 +187,4 @@ class AliasViewSet(viewsets.ModelViewSet):
         connection_services.alias_delete(alias=alias, actor=self.request.user)
 
 
-class IsKeyHolder(permissions.BasePermission):
-    """Anyone signed in manages their own keys; others' keys need the model permissions.
-
-    Minting a key while authenticated by a key needs `gateway.add_apikey`: otherwise a
-    leaked key could mint its own successor and outlive its revocation.
-    """
-
-    def has_permission(self, request: Request, view) -> bool:
-        user = request.user
-        if not (user and user.is_authenticated):
-            return False
-        if view.action == "create" and isinstance(request.auth, ApiKey):
-            return user.has_perm("gateway.add_apikey")
-        return True
-
-    def has_object_permission(self, request: Request, view, api_key: ApiKey) -> bool:
-        if api_key.owner_id == request.user.pk:
-            return True
-        if request.method in permissions.SAFE_METHODS:
-            return request.user.has_perm("gateway.view_apikey")
-        return request.user.has_perm("gateway.change_apikey")
-
-
-class ApiKeyViewSet(
-    mixins.ListModelMixin,
-    mixins.RetrieveModelMixin,
-    mixins.CreateModelMixin,
-    viewsets.GenericViewSet,
-):
-    """A user's own API keys; with `gateway.view_apikey`, everyone's. Keys are never deleted."""
-
-    serializer_class = ApiKeySerializer
-    permission_classes = [IsKeyHolder]
-    queryset = ApiKey.objects.select_related("owner", "department__group", "revoked_by")
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if self.request.user.has_perm("gateway.view_apikey"):
-            return queryset
-        return queryset.filter(owner=self.request.user)
-
-    @extend_schema(responses={201: ApiKeyCreatedSerializer})
-    def create(self, request: Request, *args, **kwargs) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        api_key = serializer.save()
-        response = Response(ApiKeyCreatedSerializer(api_key).data, status=status.HTTP_201_CREATED)
-        response["Cache-Control"] = "no-store"  # the key is in this body and nowhere else
-        return response
-
-    @extend_schema(request=None, responses=ApiKeySerializer)
-    @action(detail=True, methods=["post"])
-    def revoke(
-        self, request: Request, pk: str | None = None, format: str | None = None
-    ) -> Response:
-        api_key = keys.apikey_revoke(api_key=self.get_object(), actor=request.user)
-        return Response(self.get_serializer(api_key).data)
-
-
-__all__ = [
-    "AliasViewSet",
-    "ApiKeyViewSet",
-    "ConnectionViewSet",
-    "LLMViewSet",
-    "ModelPermissions",
-]
+__all__ = ["AliasViewSet", "ConnectionViewSet", "LLMViewSet"]

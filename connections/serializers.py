@@ -1,4 +1,5 @@
-"""Serializers of the management API. Writes call the services; nothing here saves a model.
+"""Serializers of the connections' management API. Writes call the services; nothing here saves
+a model.
 
 Every writable serializer refuses fields it does not accept (read-only or unknown)
 with a 400 instead of ignoring them: a client that sends `approved: true` or
@@ -7,52 +8,15 @@ with a 400 instead of ignoring them: a client that sends `approved: true` or
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from datetime import timedelta
-
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 
-from connections import services as connection_services
-from connections.models import LLM, Alias, Connection, Department
-from connections.services import CONNECTION_FIELDS
-from connections.validators import validate_base_url
+from meshsite.lib.drf import StrictFieldsMixin, service_errors
 
-from . import keys
-from .models import ApiKey
-
-
-@contextmanager
-def service_errors():
-    """Turn a service's Django ValidationError into DRF's, so it answers 400 with its fields."""
-    try:
-        yield
-    except DjangoValidationError as exc:
-        raise serializers.ValidationError(serializers.as_serializer_error(exc))
-
-
-# Sent by HTML forms (the browsable API's included), not data for the model.
-FORM_PLUMBING = frozenset({"csrfmiddlewaretoken"})
-
-
-class StrictFieldsMixin:
-    """Refuse input fields that are read-only or unknown rather than silently dropping them."""
-
-    def to_internal_value(self, data):
-        if hasattr(data, "keys"):
-            fields = self.fields  # type: ignore[attr-defined]
-            writable = {name for name, field in fields.items() if not field.read_only}
-            refused = sorted(set(data.keys()) - writable - FORM_PLUMBING)
-            if refused:
-                raise serializers.ValidationError(
-                    {name: ["This field cannot be set here."] for name in refused}
-                )
-        return super().to_internal_value(data)  # type: ignore[misc]
-
+from . import services as connection_services
+from .models import LLM, Alias, Connection
+from .services import CONNECTION_FIELDS
+from .validators import validate_base_url
 
 # --- connections ------------------------------------------------------------------------------
 
@@ -263,88 +227,3 @@ class AliasSerializer(StrictFieldsMixin, serializers.ModelSerializer):
             if targets is not None:
                 connection_services.alias_set_targets(alias=alias, llms=targets, actor=actor)
         return alias
-
-
-# --- API keys -----------------------------------------------------------------------------------
-
-
-@extend_schema_field(OpenApiTypes.STR)
-class DepartmentNameField(serializers.SlugRelatedField):
-    """A department by its group's name."""
-
-
-class ApiKeySerializer(StrictFieldsMixin, serializers.ModelSerializer):
-    owner = serializers.SlugRelatedField(
-        slug_field="username",
-        queryset=get_user_model().objects.all(),
-        required=False,
-        help_text="Defaults to you. Another user only with the gateway.add_apikey permission.",
-    )
-    department = DepartmentNameField(
-        slug_field="group__name",
-        queryset=Department.objects.select_related("group"),
-        help_text="The department charged: one of the owner's groups.",
-    )
-    expires_in_days = serializers.IntegerField(
-        min_value=1, max_value=3650, required=False, write_only=True
-    )
-    revoked_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    is_active = serializers.BooleanField(read_only=True)
-
-    class Meta:
-        model = ApiKey
-        fields = [
-            "id",
-            "prefix",
-            "owner",
-            "department",
-            "purpose",
-            "created_at",
-            "expires_at",
-            "expires_in_days",
-            "revoked_at",
-            "revoked_by",
-            "last_used_at",
-            "is_active",
-        ]
-        read_only_fields = ["prefix", "created_at", "revoked_at", "last_used_at"]
-
-    def validate_owner(self, owner):
-        actor = self.context["request"].user
-        if owner != actor and not actor.has_perm("gateway.add_apikey"):
-            raise exceptions.PermissionDenied("You can create keys for yourself only.")
-        return owner
-
-    def validate(self, attrs: dict) -> dict:
-        if "expires_in_days" in attrs:
-            if attrs.get("expires_at"):
-                raise serializers.ValidationError(
-                    {"expires_in_days": ["Give expires_in_days or expires_at, not both."]}
-                )
-            attrs["expires_at"] = timezone.now() + timedelta(days=attrs.pop("expires_in_days"))
-        return attrs
-
-    def create(self, validated_data: dict) -> ApiKey:
-        actor = self.context["request"].user
-        owner = validated_data.get("owner") or actor
-        with service_errors():
-            api_key, raw_key = keys.apikey_create(
-                owner=owner,
-                department=validated_data["department"],
-                purpose=validated_data["purpose"],
-                expires_at=validated_data.get("expires_at"),
-                actor=actor,
-            )
-        # Only the create response carries the key; it is not kept anywhere.
-        api_key.raw_key = raw_key
-        return api_key
-
-
-class ApiKeyCreatedSerializer(ApiKeySerializer):
-    key = serializers.SerializerMethodField(help_text="The key itself. Shown once, never again.")
-
-    class Meta(ApiKeySerializer.Meta):
-        fields = [*ApiKeySerializer.Meta.fields, "key"]
-
-    def get_key(self, api_key: ApiKey) -> str:
-        return api_key.raw_key

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from audit import services
 from audit.models import CallRecord, UsageRollup
-from audit.services import BREAKDOWNS
+from audit.reports import BREAKDOWNS
 from audit.tests.make_records import create, record
 from connections.models import LLM
 from connections.services import department_create, department_delete, llm_delete

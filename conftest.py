@@ -180,7 +180,7 @@ def simulator():
 
     import uvicorn
 
-    from connections.simulator import create_app
+    from simulator import create_app
 
     app = create_app(api_key=SIMULATOR_API_KEY, aws_credentials=SIMULATOR_AWS_CREDENTIALS)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

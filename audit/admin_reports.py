@@ -25,9 +25,10 @@ from django.utils.html import format_html
 from . import tasks
 from .models import ChargebackReport, UsageRollup
 from .money import usd
+from .querysets import report_department_ids
 from .services import parse_month
 from .trail import DELETED
-from .usage import dashboard_data, report_department_ids
+from .usage import dashboard_data
 from .views_reports import report_file_response
 
 
@@ -197,7 +198,7 @@ class ChargebackReportAdmin(_DepartmentScopedAdmin):
     def breakdown_tables(self, report: ChargebackReport) -> str:
         from django.template.loader import render_to_string
 
-        from .services import BREAKDOWNS
+        from .reports import BREAKDOWNS
 
         sections = [
             (title, report.breakdowns.get(name, [])) for name, (_c, title) in BREAKDOWNS.items()

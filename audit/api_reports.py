@@ -17,8 +17,9 @@ from rest_framework.views import APIView
 
 from .models import ChargebackReport, UsageRollup
 from .money import PRECISION_NOTE
+from .querysets import GROUPS, SUMS
 from .services import month_days, parse_month
-from .usage import GROUPS, SUMS, error_rate, label_usage, money
+from .usage import error_rate, label_usage, money
 from .views_reports import report_file_response
 
 MAX_ROWS = 10_000

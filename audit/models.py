@@ -8,8 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from .money import MoneyField
-from .querysets import CallRecordQuerySet
-from .usage import ChargebackReportQuerySet, UsageRollupQuerySet
+from .querysets import CallRecordQuerySet, ChargebackReportQuerySet, UsageRollupQuerySet
 
 MONEY = {"max_digits": 18, "decimal_places": 10, "default": Decimal("0")}
 PRICE = {"max_digits": 12, "decimal_places": 6, "null": True, "blank": True}

@@ -13,7 +13,14 @@ from openpyxl.styles import Font
 
 from .models import ChargebackReport
 from .money import PRECISION_NOTE, cents, money_text
-from .services import BREAKDOWNS
+
+# A report's sections: name -> (roll-up columns grouped by, title).
+BREAKDOWNS = {
+    "llm": (("llm_id",), "By LLM"),
+    "user": (("user_id",), "By user"),
+    "purpose": (("purpose",), "By purpose"),
+    "api_key": (("api_key_id", "api_key_prefix"), "By API key"),
+}
 
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
 XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from .models import CallRecord, ChargebackReport, DeletedName, UsageRollup
 from .money import money_text, units_sum
+from .reports import BREAKDOWNS, render_csv, render_xlsx
 from .trail import DELETED, TrailName, trail_names
 
 logger = logging.getLogger(__name__)
@@ -30,13 +31,6 @@ _LOCK_ROLLUP_DAY = 0x4D475255  # "MGRU"
 _LOCK_CHARGEBACK_MONTH = 0x4D474342  # "MGCB"
 
 TOTAL_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cost")
-BREAKDOWNS = {
-    # name -> (roll-up columns grouped by, title)
-    "llm": (("llm_id",), "By LLM"),
-    "user": (("user_id",), "By user"),
-    "purpose": (("purpose",), "By purpose"),
-    "api_key": (("api_key_id", "api_key_prefix"), "By API key"),
-}
 
 
 # --- periods -----------------------------------------------------------------------------------
@@ -273,8 +267,6 @@ def chargeback_build(
     named "name (deleted)". A `generation_id` (the task's id) makes a repeat of the same request
     return the reports it already built.
     """
-    from . import reports
-
     month = parse_month(month)
     days = month_days(month)
     _advisory_lock(_LOCK_CHARGEBACK_MONTH, month.year * 12 + month.month)
@@ -332,8 +324,8 @@ def chargeback_build(
             generated_by=actor,
             generation_id=generation_id,
         )
-        report.csv_file = reports.render_csv(report)
-        report.xlsx_file = reports.render_xlsx(report)
+        report.csv_file = render_csv(report)
+        report.xlsx_file = render_xlsx(report)
         report.save()
         created.append(report)
 

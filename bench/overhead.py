@@ -46,7 +46,7 @@ call_command("migrate", verbosity=0)
 import os, sys
 sys.path.insert(0, os.getcwd())
 from conftest import build_cast
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 cast = build_cast(base_url=os.environ["BENCH_SIM_BASE"])
 _, key = apikey_create(owner=cast.alice, department=cast.marketing, purpose="bench")
 print(key)
@@ -218,7 +218,7 @@ def wait_http(port: int, path: str, seconds: float = 60) -> None:
 def start_simulator() -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "connections.simulator", "--port", str(port), "--api-key", SIM_KEY],
+        [PYTHON, "-m", "simulator", "--port", str(port), "--api-key", SIM_KEY],
         cwd=ROOT,
     )
     wait_http(port, "/_sim/requests")

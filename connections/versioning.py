@@ -6,7 +6,7 @@ MESHGATE_CACHE_CHECK_SECONDS. Signals bump the number when an admin changes
 something, so every process drops its copy within that delay.
 
 On an event loop the check must not block every call in flight on a network
-read: the gateway starts a refresher on its loop (`start_refresher`) that reads
+read: the gateway starts a refresher on its loop (`memos.start_refresher`) that reads
 every scope's version in one go, in a worker thread, every
 MESHGATE_CACHE_CHECK_SECONDS, and empties the memos whose version moved. On
 that loop a memo never reads the shared cache itself (but for its first check).
@@ -99,15 +99,16 @@ def current(scope: str) -> int:
 class VersionedMemo:
     """A per-process dict that empties itself when the shared version moves."""
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, registry: Registry | None = None) -> None:
         self.scope = scope
         self.data: dict = {}
         self._version: int | None = None
         self._checked_at = 0.0
-        _memos.append(self)
+        self.registry = registry if registry is not None else memos
+        self.registry.memos.append(self)
 
     def fresh(self) -> dict:
-        if self._version is not None and _refreshed_here():
+        if self._version is not None and self.registry.refreshed_here():
             return self.data  # the loop's refresher keeps it current
         now = time.monotonic()
         if now - self._checked_at >= settings.MESHGATE_CACHE_CHECK_SECONDS:
@@ -131,17 +132,75 @@ class VersionedMemo:
         self._checked_at = 0.0
 
 
-_memos: list[VersionedMemo] = []
-_refresher: asyncio.Task | None = None
+class Registry:
+    """Memos and the one background task that keeps them current on one event loop.
+
+    The process has one (`memos`), which the memos of the gateway, quotas and the rest join when
+    their modules are imported and whose refresher the gateway's lifespan starts and stops. A
+    test makes its own, so its memos and its refresher are nobody else's.
+    """
+
+    def __init__(self) -> None:
+        self.memos: list[VersionedMemo] = []
+        self.refresher: asyncio.Task | None = None
+
+    def refreshed_here(self) -> bool:
+        task = self.refresher
+        if task is None or task.done():
+            return False
+        try:
+            return task.get_loop() is asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+
+    def start_refresher(self) -> None:
+        """Keep these memos current from a background task on the running loop.
+
+        Only when the shared cache is remote and the interval is above 0: with the
+        local-memory cache a read costs nothing and is done in place.
+        """
+        if _local_cache() or settings.MESHGATE_CACHE_CHECK_SECONDS <= 0:
+            return
+        if self.refresher is None or self.refresher.done():
+            self.refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop_refresher(self) -> None:
+        task, self.refresher = self.refresher, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _refresh_forever(self) -> None:
+        cache_source = _Source("shared cache", _read_versions)
+        row_source = _Source("database", _read_rows)
+        rows_seen: dict[str, int] = {}
+        try:
+            while True:
+                scopes = sorted({memo.scope for memo in self.memos})
+                from_cache, from_rows = await asyncio.gather(
+                    cache_source.versions(scopes), row_source.versions(scopes)
+                )
+                moved: set[str] = set()
+                for scope, version in (from_rows or {}).items():
+                    if rows_seen.get(scope, version) != version:
+                        moved.add(scope)
+                    rows_seen[scope] = version
+                for memo in self.memos:
+                    if from_cache is not None:
+                        memo.apply(from_cache[memo.scope])
+                    if memo.scope in moved:
+                        memo.data = {}
+                await asyncio.sleep(settings.MESHGATE_CACHE_CHECK_SECONDS)
+        finally:
+            for source in (cache_source, row_source):
+                source.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _refreshed_here() -> bool:
-    if _refresher is None or _refresher.done():
-        return False
-    try:
-        return _refresher.get_loop() is asyncio.get_running_loop()
-    except RuntimeError:
-        return False
+# The process's memos. The gateway's lifespan runs their refresher on its loop.
+memos = Registry()
+start_refresher = memos.start_refresher
+stop_refresher = memos.stop_refresher
 
 
 def _read_versions(scopes: list[str]) -> dict[str, int]:
@@ -180,54 +239,6 @@ class _Source:
             logger.warning("versioning: the %s answers again", self.name)
         self.failing = False
         return found
-
-
-async def _refresh_forever() -> None:
-    cache_source = _Source("shared cache", _read_versions)
-    row_source = _Source("database", _read_rows)
-    rows_seen: dict[str, int] = {}
-    try:
-        while True:
-            scopes = sorted({memo.scope for memo in _memos})
-            from_cache, from_rows = await asyncio.gather(
-                cache_source.versions(scopes), row_source.versions(scopes)
-            )
-            moved: set[str] = set()
-            for scope, version in (from_rows or {}).items():
-                if rows_seen.get(scope, version) != version:
-                    moved.add(scope)
-                rows_seen[scope] = version
-            for memo in _memos:
-                if from_cache is not None:
-                    memo.apply(from_cache[memo.scope])
-                if memo.scope in moved:
-                    memo.data = {}
-            await asyncio.sleep(settings.MESHGATE_CACHE_CHECK_SECONDS)
-    finally:
-        for source in (cache_source, row_source):
-            source.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def start_refresher() -> None:
-    """Keep this loop's memos current from a background task (the gateway's lifespan).
-
-    Only when the shared cache is remote and the interval is above 0: with the
-    local-memory cache a read costs nothing and is done in place.
-    """
-    global _refresher
-    if _local_cache() or settings.MESHGATE_CACHE_CHECK_SECONDS <= 0:
-        return
-    if _refresher is None or _refresher.done():
-        _refresher = asyncio.get_running_loop().create_task(_refresh_forever())
-
-
-async def stop_refresher() -> None:
-    global _refresher
-    task, _refresher = _refresher, None
-    if task is not None and not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def _local_cache() -> bool:

@@ -14,8 +14,8 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from .forms import AdminApiKeyForm
+from .keys import apikey_create, apikey_revoke
 from .models import KEY_PREFIX, ApiKey
-from .services import apikey_create, apikey_revoke
 
 
 class StatusFilter(admin.SimpleListFilter):

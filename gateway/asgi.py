@@ -22,7 +22,8 @@ from django.conf import settings
 from audit.writer import writer
 from connections import versioning
 
-from . import auth, catalog, clients, service
+from . import auth, clients, service
+from . import directory as catalog  # was gateway/catalog.py (alias until rewritten)
 from .errors import GatewayError, error_body
 from .ids import unique_hex
 

@@ -24,7 +24,7 @@ from typing import Any
 from connections.providers.base import Adapter, ProviderError
 
 from . import clients
-from .catalog import Snapshot, Target
+from .directory import Snapshot, Target
 
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 4.0

@@ -28,7 +28,8 @@ from audit.cost import call_cost
 from audit.writer import AuditUnavailable, writer
 from connections.providers.base import ProviderError, Usage
 
-from . import catalog, router
+from . import directory as catalog  # was gateway/catalog.py (alias until rewritten)
+from . import router
 from .errors import GatewayError, from_provider, internal
 from .quotas.admission import estimate_prompt_tokens
 from .quotas.hook import admit_call, settle_soon

@@ -11,8 +11,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
 from .forms import MyApiKeyForm
+from .keys import apikey_create, apikey_revoke
 from .models import ApiKey
-from .services import apikey_create, apikey_revoke
 
 
 @never_cache

@@ -45,7 +45,7 @@ TARGETS: dict[str, Target] = {
         120,
     ),
     "catalog": Target(
-        "gateway/catalog.py",
+        "gateway/directory.py",
         ("gateway/tests/test_not_granted.py", "gateway/tests/test_v1_service.py"),
         240,
     ),

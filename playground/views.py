@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from gateway import service
 
-from . import catalog, runs
+from . import picker, runs
 from .csp import content_security_policy
 from .payload import PayloadError, parse_chat_request
 
@@ -55,9 +55,9 @@ def _error(message: str, status: int, code: str) -> JsonResponse:
 @content_security_policy
 async def page(request):
     user = await request.auser()
-    departments = await catalog.adepartments_of(user)
+    departments = await picker.adepartments_of(user)
     first_department = departments[0]["id"] if departments else None
-    models = catalog.picker(await service.list_models(_principal(user, first_department)))
+    models = picker.entries(await service.list_models(_principal(user, first_department)))
     recent = await runs.arecent_runs(user)
     context = {
         "departments": departments,
@@ -103,7 +103,7 @@ async def chat(request):
     except PayloadError as exc:
         return _error(str(exc), 400, "invalid_playground_request")
 
-    departments = {d["id"] for d in await catalog.adepartments_of(user)}
+    departments = {d["id"] for d in await picker.adepartments_of(user)}
     if chat_request.department_id not in departments:
         return _error(
             "You can only charge a department you are a member of.", 403, "not_your_department"

@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from audit.models import CallRecord
 from audit.tests.make_records import create, record
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 LIST = "/api/calls/"
 

@@ -10,7 +10,7 @@ from openpyxl import load_workbook
 
 from audit import services
 from audit.models import CallRecord, ChargebackReport, UsageRollup
-from audit.services import BREAKDOWNS
+from audit.reports import BREAKDOWNS
 from audit.tests.usage_data import FIRST_INSTANT, MONTH, NEXT_MONTH_FIRST, cents, generate_month
 
 pytestmark = pytest.mark.django_db

@@ -55,8 +55,8 @@ def run_attached(writer: AuditWriter, body, loop_factory=None, attach=None):
 
 
 def test_inserts_completions_and_key_touches_are_written_in_a_few_groups(writer, cast):
+    from gateway.keys import apikey_create
     from gateway.models import ApiKey
-    from gateway.services import apikey_create
 
     api_key, _ = apikey_create(owner=cast.alice, department=cast.marketing, purpose="loop")
     started = datetime(2026, 11, 27, 10, 30, 15, 123456, tzinfo=UTC)

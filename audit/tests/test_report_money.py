@@ -17,8 +17,7 @@ from audit import services
 from audit.cost import call_cost
 from audit.models import ChargebackReport, UsageRollup
 from audit.money import cents, usd
-from audit.reports import ROUNDING_ITEM
-from audit.services import BREAKDOWNS
+from audit.reports import BREAKDOWNS, ROUNDING_ITEM
 from audit.tests.make_records import create, record
 
 pytestmark = pytest.mark.django_db

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 from audit import services
 from audit.models import CallRecord, ChargebackReport
 from audit.tests.usage_data import FIRST_INSTANT, NEXT_MONTH_FIRST, cents, generate_month
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 pytestmark = pytest.mark.django_db
 

@@ -13,11 +13,11 @@ from django.urls import reverse
 
 from audit import services
 from audit.models import CallRecord, UsageRollup
-from audit.services import BREAKDOWNS
+from audit.reports import BREAKDOWNS
 from audit.tests.make_records import create, record
 from connections.models import LLM
 from connections.services import department_create, department_delete, llm_delete
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from audit.redaction import redact_text
 from audit.writer import writer
 from conftest import build_cast
 from connections.models import Connection
-from gateway import catalog, clients, service
+from gateway import clients, directory, service
 from gateway.quotas import admission
 from gateway.tests.test_v1_service import principal_for
 
@@ -54,14 +54,14 @@ def test_each_kind_of_personal_data_is_replaced_whole(text, kept):
 @pytest.fixture
 def redacted_cast(simulator):
     admission.reset_for_tests()  # no quota another test left cached in this process
-    catalog.clear()
+    directory.clear()
     simulator.reset()
     cast = build_cast(base_url=simulator.openai_base)
     Connection.objects.filter(pk=cast.connection.pk).update(payload_policy="redacted")
     yield cast
     async_to_sync(clients.close_all)()
     simulator.reset()
-    catalog.clear()
+    directory.clear()
 
 
 def call(cast, body: dict, request_id: str) -> CallRecord:

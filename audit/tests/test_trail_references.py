@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from audit.models import CallRecord
 from audit.tests.make_records import create, record
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 
 def test_deleting_what_a_record_names_keeps_its_ids_and_the_record_page_still_opens(cast, client):

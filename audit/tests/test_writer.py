@@ -104,8 +104,8 @@ def test_one_failing_insert_does_not_sink_the_others_in_its_batch(writer):
 
 
 def test_a_keys_last_use_is_a_queryset_update(writer, cast):
+    from gateway.keys import apikey_create
     from gateway.models import ApiKey
-    from gateway.services import apikey_create
 
     api_key, _ = apikey_create(owner=cast.alice, department=cast.marketing, purpose="touch")
     when = datetime.now(UTC) - timedelta(seconds=5)

@@ -7,8 +7,7 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 
-from audit.querysets import audit_department_ids
-from audit.usage import report_department_ids
+from audit.querysets import audit_department_ids, report_department_ids
 from connections import services
 from connections.models import ChangeEvent
 

@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from connections.providers import build_adapter
 from connections.providers.azure import AzureOpenAIAdapter
 from connections.providers.base import ConnectionConfig, ProviderError
-from connections.simulator.text import count_tokens
+from simulator.text import count_tokens
 
 
 def split_frames(chunk: bytes) -> list[bytes]:

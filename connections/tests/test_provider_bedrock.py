@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from connections.providers import build_adapter
 from connections.providers.base import ConnectionConfig, ProviderError
 from connections.providers.bedrock import BedrockAdapter, converse_request
-from connections.simulator.text import count_tokens
+from simulator.text import count_tokens
 
 SONNET = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 TOOL = {

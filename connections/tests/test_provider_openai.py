@@ -19,7 +19,7 @@ from connections.providers.openai import (
     retry_after_seconds,
     sanitize,
 )
-from connections.simulator.text import count_tokens
+from simulator.text import count_tokens
 
 
 def split_frames(chunk: bytes) -> list[bytes]:

@@ -31,6 +31,12 @@ def redis_cache(settings):
     cache.clear()
 
 
+@pytest.fixture
+def registry():
+    """Memos and a refresher of this test's own, not the process's."""
+    return versioning.Registry()
+
+
 def bump_elsewhere(scope: str) -> None:
     """Another process's admin change (a thread: the same Redis, another connection)."""
     thread = threading.Thread(target=versioning.bump, args=(scope,))
@@ -38,19 +44,19 @@ def bump_elsewhere(scope: str) -> None:
     thread.join()
 
 
-def test_sync_code_sees_a_bump_after_the_check_interval(redis_cache, settings):
-    memo = versioning.VersionedMemo("scope-" + uuid.uuid4().hex)
+def test_sync_code_sees_a_bump_after_the_check_interval(redis_cache, settings, registry):
+    memo = versioning.VersionedMemo("scope-" + uuid.uuid4().hex, registry)
     memo.fresh()["cached"] = True
     bump_elsewhere(memo.scope)
     settings.MESHGATE_CACHE_CHECK_SECONDS = 0
     assert memo.fresh() == {}
 
 
-def test_on_the_gateways_loop_the_refresher_reads_versions_and_calls_do_not(redis_cache):
-    memo = versioning.VersionedMemo("scope-" + uuid.uuid4().hex)
+def test_on_the_gateways_loop_the_refresher_reads_versions_and_calls_do_not(redis_cache, registry):
+    memo = versioning.VersionedMemo("scope-" + uuid.uuid4().hex, registry)
 
     async def scenario():
-        versioning.start_refresher()
+        registry.start_refresher()
         try:
             memo.fresh()["cached"] = True  # the first check reads at once
             bump_elsewhere(memo.scope)
@@ -63,16 +69,16 @@ def test_on_the_gateways_loop_the_refresher_reads_versions_and_calls_do_not(redi
                     return True
             return False
         finally:
-            await versioning.stop_refresher()
+            await registry.stop_refresher()
 
     assert asyncio.run(scenario())
 
 
-def test_the_refresher_survives_the_shared_cache_going_away(redis_cache, settings):
-    memo = versioning.VersionedMemo("scope-" + uuid.uuid4().hex)
+def test_the_refresher_survives_the_shared_cache_going_away(redis_cache, settings, registry):
+    memo = versioning.VersionedMemo("scope-" + uuid.uuid4().hex, registry)
 
     async def scenario():
-        versioning.start_refresher()
+        registry.start_refresher()
         try:
             memo.fresh()["cached"] = True
             working = settings.CACHES
@@ -80,7 +86,7 @@ def test_the_refresher_survives_the_shared_cache_going_away(redis_cache, setting
                 "default": {**working["default"], "LOCATION": "redis://127.0.0.1:1/0"}
             }
             await asyncio.sleep(0.35)  # a few refreshes fail: nothing listens there
-            alive = not versioning._refresher.done()
+            alive = not registry.refresher.done()
             settings.CACHES = working
             bump_elsewhere(memo.scope)
             for _ in range(50):
@@ -89,16 +95,33 @@ def test_the_refresher_survives_the_shared_cache_going_away(redis_cache, setting
                     return alive, True
             return alive, False
         finally:
-            await versioning.stop_refresher()
+            await registry.stop_refresher()
 
     assert asyncio.run(scenario()) == (True, True)
 
 
-def test_with_the_local_memory_cache_no_refresher_is_started(settings):
+def test_with_the_local_memory_cache_no_refresher_is_started(settings, registry):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
     async def scenario():
-        versioning.start_refresher()
-        return versioning._refresher
+        registry.start_refresher()
+        return registry.refresher
 
     assert asyncio.run(scenario()) is None
+
+
+def test_a_refresher_keeps_its_own_registrys_memos_and_no_others(redis_cache, registry):
+    other = versioning.Registry()
+    mine = versioning.VersionedMemo("scope-" + uuid.uuid4().hex, registry)
+    theirs = versioning.VersionedMemo("scope-" + uuid.uuid4().hex, other)
+
+    async def scenario():
+        registry.start_refresher()
+        try:
+            return registry.refreshed_here(), other.refreshed_here()
+        finally:
+            await registry.stop_refresher()
+
+    assert asyncio.run(scenario()) == (True, False)
+    assert registry.memos == [mine] and other.memos == [theirs]
+    assert theirs not in versioning.memos.memos

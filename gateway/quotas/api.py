@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from rest_framework import serializers, viewsets
 
-from gateway.api import ModelPermissions
 from gateway.models import Quota
+from meshsite.lib.drf import ModelPermissions
 
 from .services import quota_status
 

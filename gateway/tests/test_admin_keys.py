@@ -9,8 +9,8 @@ from django.contrib.messages import get_messages
 from django.test import Client
 from django.utils import timezone
 
+from gateway.keys import apikey_create
 from gateway.models import ApiKey, hash_key
-from gateway.services import apikey_create
 
 CHANGELIST = "/admin/gateway/apikey/"
 ADD = "/admin/gateway/apikey/add/"

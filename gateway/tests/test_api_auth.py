@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from gateway.keys import apikey_create, apikey_revoke
 from gateway.models import ApiKey
-from gateway.services import apikey_create, apikey_revoke
 
 LLMS = "/api/llms/"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
+from gateway.keys import apikey_create
 from gateway.models import ApiKey, hash_key
-from gateway.services import apikey_create
 
 URL = "/api/keys/"
 

@@ -17,8 +17,8 @@ from django.utils import timezone
 from audit.writer import writer
 from gateway import auth
 from gateway.errors import GatewayError
+from gateway.keys import apikey_create, apikey_revoke
 from gateway.models import ApiKey, hash_key
-from gateway.services import apikey_create, apikey_revoke
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

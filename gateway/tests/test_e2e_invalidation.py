@@ -36,7 +36,7 @@ def test_a_revoked_key_is_refused_by_every_worker_within_seconds(gateway):
     assert status(gateway.port, key) == 200 and status(second_port, key) == 200
     gateway.run(
         "from gateway.models import ApiKey\n"
-        "from gateway.services import apikey_revoke\n"
+        "from gateway.keys import apikey_revoke\n"
         "key = ApiKey.objects.get(purpose='revoke me')\n"
         "apikey_revoke(api_key=key, actor=None)\n"
     )
@@ -75,7 +75,7 @@ def test_a_revoked_key_is_refused_within_5_s_by_a_worker_that_cannot_reach_redis
         key = gateway.run(
             "from django.contrib.auth.models import User\n"
             "from connections.models import Department\n"
-            "from gateway.services import apikey_create\n"
+            "from gateway.keys import apikey_create\n"
             "alice = User.objects.get(username='alice')\n"
             "marketing = Department.objects.get(cost_center='MKT-100')\n"
             "_, raw = apikey_create(owner=alice, department=marketing, purpose='no-redis')\n"
@@ -85,7 +85,7 @@ def test_a_revoked_key_is_refused_within_5_s_by_a_worker_that_cannot_reach_redis
         relay.kill()  # this worker's Redis is away; the admin's is not
         gateway.run(
             "from gateway.models import ApiKey\n"
-            "from gateway.services import apikey_revoke\n"
+            "from gateway.keys import apikey_revoke\n"
             "apikey_revoke(api_key=ApiKey.objects.get(purpose='no-redis'), actor=None)\n"
         )
         wait_for(lambda: status(port, key) == 401, seconds=5)

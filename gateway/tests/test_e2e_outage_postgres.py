@@ -86,7 +86,7 @@ def new_key(gw, purpose: str) -> str:
     return gw.run(
         "from django.contrib.auth.models import User\n"
         "from connections.models import Department\n"
-        "from gateway.services import apikey_create\n"
+        "from gateway.keys import apikey_create\n"
         "alice = User.objects.get(username='alice')\n"
         "marketing = Department.objects.get(cost_center='MKT-100')\n"
         f"_, raw = apikey_create(owner=alice, department=marketing, purpose={purpose!r})\n"

@@ -46,7 +46,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 from connections.models import LLM, Alias, AliasTarget, Connection
 from gateway.models import ApiKey
-from gateway.services import apikey_create, apikey_revoke
+from gateway.keys import apikey_create, apikey_revoke
 
 sim = os.environ["SIM_OPENAI_BASE"]
 cast = build_cast(base_url=sim)

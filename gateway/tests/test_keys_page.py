@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.test import Client
 
+from gateway.keys import apikey_create
 from gateway.models import ApiKey, hash_key
-from gateway.services import apikey_create
 
 URL = "/keys/"
 

@@ -21,9 +21,9 @@ from django.test import AsyncClient
 from audit.models import CallRecord
 from audit.writer import writer
 from conftest import build_cast
-from gateway import auth, catalog, clients
+from gateway import auth, clients, directory
 from gateway.asgi import GatewayApp
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +32,7 @@ NOWHERE = "sim/no-such-model"
 
 @pytest.fixture
 def world(simulator):
-    catalog.clear()
+    directory.clear()
     auth.clear()
     simulator.reset()
     cast = build_cast(base_url=simulator.openai_base)
@@ -44,7 +44,7 @@ def world(simulator):
     }
     yield cast, keys
     async_to_sync(clients.close_all)()
-    catalog.clear()
+    directory.clear()
     auth.clear()
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from gateway.keys import apikey_create
 from gateway.quotas import Admission, RateLimited, error_response
 from gateway.quotas.services import ratelimit_create
-from gateway.services import apikey_create
 
 from . import quota_support
 from .quota_support import admit_sync, principal_of, run

@@ -8,20 +8,20 @@ from asgiref.sync import async_to_sync
 from audit.models import CallRecord
 from audit.writer import writer
 from conftest import build_cast
-from gateway import auth, catalog, clients, service
+from gateway import auth, clients, directory, service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def sim_cast(simulator):
-    catalog.clear()
+    directory.clear()
     auth.clear()
     simulator.reset()
     cast = build_cast(base_url=simulator.openai_base)  # saved with private upstreams allowed
     yield cast
     async_to_sync(clients.close_all)()
-    catalog.clear()
+    directory.clear()
     auth.clear()
 
 

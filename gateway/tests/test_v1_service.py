@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from audit.models import CallRecord
 from audit.writer import writer
 from conftest import build_cast
-from gateway import auth, catalog, clients, service
+from gateway import auth, clients, directory, service
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def sim_cast(simulator):
     # The in-process caches outlive a test's database: start each test from nothing.
-    catalog.clear()
+    directory.clear()
     auth.clear()
     simulator.reset()
     cast = build_cast(base_url=simulator.openai_base)
     yield cast
     async_to_sync(clients.close_all)()
-    catalog.clear()
+    directory.clear()
     auth.clear()
 
 
@@ -166,7 +166,7 @@ def test_a_connection_with_unreadable_secrets_fails_alone(sim_cast):
     )
     other = Connection(name="Other", slug="other", kind="openai_compatible", base_url="http://x/v1")
     other.save()
-    catalog.clear()
+    directory.clear()
     alice = principal_for(sim_cast.alice, sim_cast.marketing)
     reply = call(
         alice, {"model": "sim/gpt-4o", "messages": [{"role": "user", "content": "x"}]}, "u1"

@@ -25,9 +25,9 @@ from django.urls import resolve, reverse
 from audit import services as audit_services
 from audit.models import CallRecord, ChargebackReport
 from audit.tests.usage_data import generate_month
+from gateway.keys import apikey_create
 from gateway.models import ApiKey, Quota
 from gateway.quotas.services import quota_create
-from gateway.services import apikey_create
 from meshsite.tests.test_routes import inventory
 
 pytestmark = pytest.mark.django_db

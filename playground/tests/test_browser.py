@@ -233,7 +233,7 @@ def test_a_failed_call_is_explained_in_its_pane_and_a_stream_cut_by_an_error_kee
 def test_copy_as_code_gives_a_python_snippet_that_works_with_a_real_key(
     live_site, browser_page, tmp_path
 ):
-    from gateway.services import apikey_create
+    from gateway.keys import apikey_create
 
     page = browser_page.page
     log_in(page, "alice", PASSWORD)

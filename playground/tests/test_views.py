@@ -24,13 +24,13 @@ CHAT = "/playground/chat/"
 
 @pytest.fixture
 def sim_cast(transactional_db, simulator) -> Cast:
-    from gateway import catalog
+    from gateway import directory
 
     simulator.reset()
-    catalog.clear()  # the cast's ids are new: forget the previous test's snapshot
+    directory.clear()  # the cast's ids are new: forget the previous test's snapshot
     cast = build_cast(base_url=simulator.openai_base)
     yield cast
-    catalog.clear()
+    directory.clear()
 
 
 def logged_in(user, client_class=Client, **kwargs):

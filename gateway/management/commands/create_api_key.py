@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from connections.models import Department
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 
 def positive_days(value: str) -> int:

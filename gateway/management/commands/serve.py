@@ -49,7 +49,7 @@ class Command(BaseCommand):
                     [
                         python,
                         "-m",
-                        "connections.simulator",
+                        "simulator",
                         "--host",
                         "127.0.0.1",
                         "--port",

@@ -10,8 +10,8 @@ import pytest
 from botocore.config import Config
 from botocore.eventstream import ChecksumMismatch
 
-from connections.simulator.bedrock_wire import event_frame
-from connections.simulator.text import count_tokens
+from simulator.bedrock_wire import event_frame
+from simulator.text import count_tokens
 
 SONNET = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 

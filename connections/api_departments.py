@@ -20,10 +20,10 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from connections import services
-from connections.models import LLM, Department
+from meshsite.lib.drf import ModelPermissions, require
 
-from .api import ModelPermissions, require
+from . import services
+from .models import LLM, Department
 
 ACCESS_CHOICES = sorted(services.ACCESSES)
 CAN_CHANGE = require("connections.view_department", "connections.change_department")

@@ -1,4 +1,4 @@
-"""State changes of the gateway's own objects: API keys."""
+"""State changes of API keys: create, revoke (the hot path is `service.py`, this is not it)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import pytest
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from connections.simulator.text import count_tokens
+from simulator.text import count_tokens
 
 WEATHER_TOOL = {
     "type": "function",
@@ -316,7 +316,7 @@ def test_the_command_line_serves_the_simulator_with_an_expected_key(tmp_path):
         port = probe.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "connections.simulator", "--port", str(port), "--api-key", "cli-k"],
+        [sys.executable, "-m", "simulator", "--port", str(port), "--api-key", "cli-k"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from audit.usage import report_department_ids
+from audit.querysets import report_department_ids
 from connections import services
 from connections.models import ChangeEvent
 

@@ -1,8 +1,8 @@
 """A provider simulator: an ASGI app speaking the OpenAI, Azure OpenAI and Bedrock wire formats.
 
 It is a test and demo double for real providers, and the instant upstream in
-benchmarks. Run it with `python -m connections.simulator --port 8001` or mount
-`connections.simulator:app` in any ASGI server. It imports nothing from Django.
+benchmarks. Run it with `python -m simulator --port 8001` or mount
+`simulator:app` in any ASGI server. It imports nothing from Django.
 
 Paths
 - OpenAI: `POST /v1/chat/completions` (plain and SSE streamed, with

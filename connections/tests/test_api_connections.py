@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from connections.models import ChangeEvent, Connection
-from gateway.services import apikey_create
+from gateway.keys import apikey_create
 
 URL = "/api/connections/"
 CANARY = "sk-" + "canary-7f3a9e1b2c4d-never-show-me"

@@ -1,4 +1,4 @@
-"""`python -m connections.simulator [--host H] [--port P] [--api-key K]`: serve the simulator."""
+"""`python -m simulator [--host H] [--port P] [--api-key K]`: serve the simulator."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def main() -> None:
     import uvicorn
 
     uvicorn.run(
-        "connections.simulator:app",
+        "simulator:app",
         host=args.host,
         port=args.port,
         workers=args.workers,

@@ -15,14 +15,17 @@ import re
 import struct
 import zlib
 from itertools import pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import orjson
 
 from . import openai_wire
-from .app import Request, Simulator, respond, respond_faulty, stream
+from .asgi import Request, respond, respond_faulty, stream
 from .text import count_tokens, embedding
+
+if TYPE_CHECKING:
+    from .app import Simulator
 
 EVENT_STREAM = [(b"content-type", b"application/vnd.amazon.eventstream")]
 JSON = [(b"content-type", b"application/json")]

@@ -85,8 +85,9 @@ def describe(entry: dict[str, Any]) -> dict[str, str]:
     return {"price_text": price, "speed_text": speed}
 
 
-def picker(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    entries = _with_alias_figures([e for e in map(picker_entry, models) if e is not None])
-    entries = [{**entry, **describe(entry)} for entry in entries]
+def entries(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The picker's entries from `list_models`: chat models and aliases, described, sorted."""
+    found = _with_alias_figures([e for e in map(picker_entry, models) if e is not None])
+    described = [{**entry, **describe(entry)} for entry in found]
     # Aliases first (the stable names applications should use), then models by id.
-    return sorted(entries, key=lambda e: (not e["alias"], e["id"]))
+    return sorted(described, key=lambda e: (not e["alias"], e["id"]))

@@ -1,8 +1,8 @@
 import pytest
 from django.core.exceptions import ValidationError
 
+from gateway.keys import apikey_create, apikey_revoke
 from gateway.models import ApiKey, hash_key
-from gateway.services import apikey_create, apikey_revoke
 
 
 def test_a_key_is_stored_as_a_hash_and_shown_once(cast):

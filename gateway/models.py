@@ -74,7 +74,7 @@ class ApiKey(models.Model):
         return self.expires_at is None or self.expires_at > timezone.now()
 
 
-# --- cost control: quotas and rate limits (services in gateway.quotas) -----------------------
+# --- cost control: quotas and rate limits (services in quotas) -----------------------
 
 QUOTA_MONEY = {"max_digits": 18, "decimal_places": 10, "default": Decimal("0")}
 
@@ -83,7 +83,7 @@ class Quota(models.Model):
     """A spending limit in USD over a period, for the calls its scope matches.
 
     An empty scope field matches every call. A catch-all quota matches only the
-    calls no other active quota matches. Written through `gateway.quotas.services`.
+    calls no other active quota matches. Written through `quotas.services`.
     """
 
     class Period(models.TextChoices):

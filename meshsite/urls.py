@@ -11,7 +11,7 @@ urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", include("gateway.api_urls")),
-    path("api/", include("gateway.quotas.api_urls")),
+    path("api/", include("quotas.api_urls")),
     path("api/", include("audit.api_urls")),
     path("api/", include("audit.api_reports_urls")),
     path("reports/", include("audit.urls")),

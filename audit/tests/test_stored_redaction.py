@@ -16,8 +16,8 @@ from audit.writer import writer
 from conftest import build_cast
 from connections.models import Connection
 from gateway import catalog, clients, service
-from gateway.quotas import admission
 from gateway.tests.test_v1_service import principal_for
+from quotas import admission
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -26,9 +26,9 @@ from audit import services as audit_services
 from audit.models import CallRecord, ChargebackReport
 from audit.tests.usage_data import generate_month
 from gateway.models import ApiKey, Quota
-from gateway.quotas.services import quota_create
 from gateway.services import apikey_create
 from meshsite.tests.test_routes import inventory
+from quotas.services import quota_create
 
 pytestmark = pytest.mark.django_db
 

@@ -252,8 +252,8 @@ def test_a_model_the_user_was_not_granted_is_refused_by_the_gateway_and_recorded
 
 
 def test_a_department_over_its_budget_is_refused_in_the_playground_as_on_the_api(sim_cast):
-    from gateway.quotas import admission
-    from gateway.quotas.services import quota_create
+    from quotas import admission
+    from quotas.services import quota_create
 
     admission.reset_for_tests()
     try:

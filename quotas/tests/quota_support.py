@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from conftest import redis_url_for_tests
-from gateway.quotas import admission
+from quotas import admission
 
 # The suite's Redis when it has one, else this engineer's own db number.
 REDIS_TEST_URL = os.environ.get("REDIS_URL") or redis_url_for_tests(11)

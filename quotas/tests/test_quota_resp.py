@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from gateway.quotas.resp import LeanRedis, RedisConnectionError, RedisReplyError
+from quotas.resp import LeanRedis, RedisConnectionError, RedisReplyError
 
 from .quota_support import REDIS_TEST_URL
 

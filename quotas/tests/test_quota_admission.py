@@ -12,9 +12,9 @@ from asgiref.sync import sync_to_async
 
 from audit.models import CallRecord
 from gateway.models import QuotaAlert, QuotaCounter
-from gateway.quotas import Admission, QuotaExceeded, RateLimited, admission, error_response
-from gateway.quotas.admission import worst_case_nanos
-from gateway.quotas.services import (
+from quotas import Admission, QuotaExceeded, RateLimited, admission, error_response
+from quotas.admission import worst_case_nanos
+from quotas.services import (
     quota_create,
     quota_status,
     quota_update,

@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from gateway.models import Quota, RateLimit
-from gateway.quotas.services import quota_create, ratelimit_create
+from quotas.services import quota_create, ratelimit_create
 
 from . import quota_support
 from .quota_support import WORST_CASE, admit_sync, principal_of, run

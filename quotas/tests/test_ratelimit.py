@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from gateway.quotas import Admission, RateLimited, error_response
-from gateway.quotas.services import ratelimit_create
 from gateway.services import apikey_create
+from quotas import Admission, RateLimited, error_response
+from quotas.services import ratelimit_create
 
 from . import quota_support
 from .quota_support import admit_sync, principal_of, run
@@ -76,7 +76,7 @@ def test_a_limit_on_one_llm_leaves_the_others_alone(cast, backend):
 
 
 def test_a_call_refused_by_a_quota_is_not_counted_by_the_rate_limit(cast, backend):
-    from gateway.quotas.services import quota_create
+    from quotas.services import quota_create
 
     ratelimit_create(name="RPM", scope="department", requests_per_minute=2)
     quota_create(name="Tiny", amount=Decimal("0.000001"), department=cast.marketing)
@@ -92,7 +92,7 @@ def test_a_call_refused_by_a_quota_is_not_counted_by_the_rate_limit(cast, backen
 
 
 def test_calls_older_than_a_minute_neither_count_nor_stay(cast, settings, monkeypatch):
-    from gateway.quotas import admission
+    from quotas import admission
 
     settings.REDIS_URL = quota_support.REDIS_TEST_URL
     quota_support.clear_redis()

@@ -40,9 +40,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from connections.dbguard import run_guarded
+from gateway.ids import unique_hex
+from gateway.lookups import db_lookup
 
-from ..ids import unique_hex
-from ..lookups import db_lookup
 from . import config, ledger, scripts
 from .config import CallScope, NeedsLoad, QuotaConfig, RateLimitConfig
 from .ledger import Held, QuotaExceeded, QuotaUnavailable

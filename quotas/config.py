@@ -15,7 +15,7 @@ from connections import versioning
 
 from .periods import to_nanos
 
-QUOTAS = "quotas"  # the version scope bumped by gateway.quotas.signals
+QUOTAS = "quotas"  # the version scope bumped by quotas.signals
 
 _quota_memo = versioning.VersionedMemo(QUOTAS)
 

@@ -10,8 +10,8 @@ import pytest
 from django.db import connection, connections
 
 from conftest import build_cast
-from gateway.quotas import Admission, QuotaExceeded, admission
-from gateway.quotas.services import quota_create, quota_status
+from quotas import Admission, QuotaExceeded, admission
+from quotas.services import quota_create, quota_status
 
 from .quota_support import WORST_CASE, admit_sync, principal_of
 

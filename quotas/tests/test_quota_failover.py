@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from audit.models import CallRecord
-from gateway.quotas import Admission, QuotaExceeded, admission
-from gateway.quotas.ledger import QuotaUnavailable
-from gateway.quotas.services import quota_create, quota_status
+from quotas import Admission, QuotaExceeded, admission
+from quotas.ledger import QuotaUnavailable
+from quotas.services import quota_create, quota_status
 
 from .quota_support import REDIS_TEST_URL, WORST_CASE, admit_sync, clear_redis, principal_of, run
 

@@ -19,10 +19,10 @@ import openai
 import pytest
 
 from conftest import redis_url_for_tests
-from gateway.quotas.admission import estimate_prompt_tokens, worst_case_nanos
-from gateway.quotas.periods import from_nanos
 from gateway.tests.test_e2e_audit import raw_stream_request, read_until, request_id_of
 from gateway.tests.test_e2e_support import Gateway, make_gateway
+from quotas.admission import estimate_prompt_tokens, worst_case_nanos
+from quotas.periods import from_nanos
 
 QUOTA_REDIS_URL = os.environ.get("MESHGATE_TEST_QUOTA_REDIS_URL", redis_url_for_tests(12))
 BODY = {
@@ -96,7 +96,7 @@ from decimal import Decimal
 from audit.models import CallRecord
 from connections.models import Department
 from gateway.models import Quota, RateLimit, ApiKey
-from gateway.quotas.services import quota_create, quota_status, ratelimit_create
+from quotas.services import quota_create, quota_status, ratelimit_create
 from django.contrib.auth.models import User
 Quota.objects.all().delete()
 RateLimit.objects.all().delete()
@@ -110,7 +110,7 @@ def setup_limits(gw: Gateway, code: str) -> None:
 
 def status(gw: Gateway, name: str) -> dict:
     out = gw.run(
-        "from gateway.quotas.services import quota_status\nfrom gateway.models import Quota\n"
+        "from quotas.services import quota_status\nfrom gateway.models import Quota\n"
         f"s = quota_status(Quota.objects.get(name={name!r}))\n"
         "print(s['spent'], s['reserved'])\n"
     )

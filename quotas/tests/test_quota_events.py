@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from connections.models import ChangeEvent
 from gateway.models import Quota
-from gateway.quotas.services import quota_create, quota_delete, quota_update
+from quotas.services import quota_create, quota_delete, quota_update
 
 pytestmark = pytest.mark.django_db
 

@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "guardian",
     "connections",
     "gateway",
+    "quotas",
     "audit",
     "playground",
 ]

@@ -145,7 +145,7 @@ def quota_config(quota) -> QuotaConfig:
 
 
 def _load_quotas() -> tuple[list[QuotaConfig], QuotaConfig | None]:
-    from gateway.models import Quota
+    from quotas.models import Quota
 
     configs = [quota_config(quota) for quota in Quota.objects.filter(is_active=True).order_by("pk")]
     catch_all = next((c for c in configs if c.catch_all), None)
@@ -153,7 +153,7 @@ def _load_quotas() -> tuple[list[QuotaConfig], QuotaConfig | None]:
 
 
 def _load_rate_limits() -> list[RateLimitConfig]:
-    from gateway.models import RateLimit
+    from quotas.models import RateLimit
 
     limits = []
     for limit in RateLimit.objects.filter(is_active=True).order_by("pk"):

@@ -91,7 +91,7 @@ class Held:
 
 
 def _locked_counter(quota: QuotaConfig, window: Window):
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     period_start = EPOCH if window.rolling else window.start
     rows = QuotaCounter.objects.select_for_update()
@@ -110,7 +110,7 @@ def _locked_counter(quota: QuotaConfig, window: Window):
 
 
 def _seed(row, quota: QuotaConfig, window: Window) -> None:
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     row.reserved = Decimal("0")
     row.seeded_at = timezone.now()
@@ -132,7 +132,7 @@ def _seed(row, quota: QuotaConfig, window: Window) -> None:
 
 
 def _rolling_spent(quota: QuotaConfig, window: Window) -> Decimal:
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     # A bucket [b, b + 1 min) counts while any of it is inside the window.
     total = (
@@ -169,7 +169,7 @@ def db_admit(plan: list[Held]) -> None:
 @transaction.atomic
 def db_settle(plan: list[Held], actual_nanos: int, started_at: datetime) -> list[int]:
     """Replace the reservations by the actual cost; return each quota's spend after."""
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     spent = {}
     for held in sorted(plan, key=lambda held: held.quota.id):
@@ -193,7 +193,7 @@ def db_settle(plan: list[Held], actual_nanos: int, started_at: datetime) -> list
 
 def db_status(quota: QuotaConfig, window: Window) -> tuple[Decimal, Decimal]:
     """(spent, reserved) as the database counters hold them, without locking."""
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     period_start = EPOCH if window.rolling else window.start
     row = QuotaCounter.objects.filter(quota_id=quota.id, period_start=period_start).first()

@@ -18,7 +18,8 @@ from django.utils import timezone
 from audit.money import usd
 from connections.models import ChangeEvent
 from connections.services import change_record
-from gateway.models import ApiKey, Quota, QuotaAlert, RateLimit
+from gateway.models import ApiKey
+from quotas.models import Quota, QuotaAlert, RateLimit
 
 from . import config, ledger
 from .admission import counter_keys

@@ -13,9 +13,9 @@ from django.utils import timezone
 from audit.services import chargeback_build, usage_rollup_day
 from audit.tests import make_records
 from connections.services import department_create
-from gateway.models import QuotaAlert
 from gateway.services import apikey_create
 from quotas import admission
+from quotas.models import QuotaAlert
 from quotas.services import quota_create, ratelimit_create
 
 # Read when the module is imported, after Django set up: every app's admin is in it.

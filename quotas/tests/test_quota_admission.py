@@ -11,9 +11,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from audit.models import CallRecord
-from gateway.models import QuotaAlert, QuotaCounter
 from quotas import Admission, QuotaExceeded, RateLimited, admission, error_response
 from quotas.admission import worst_case_nanos
+from quotas.models import QuotaAlert, QuotaCounter
 from quotas.services import (
     quota_create,
     quota_status,

@@ -95,7 +95,8 @@ import json
 from decimal import Decimal
 from audit.models import CallRecord
 from connections.models import Department
-from gateway.models import Quota, RateLimit, ApiKey
+from gateway.models import ApiKey
+from quotas.models import Quota, RateLimit
 from quotas.services import quota_create, quota_status, ratelimit_create
 from django.contrib.auth.models import User
 Quota.objects.all().delete()
@@ -110,7 +111,7 @@ def setup_limits(gw: Gateway, code: str) -> None:
 
 def status(gw: Gateway, name: str) -> dict:
     out = gw.run(
-        "from quotas.services import quota_status\nfrom gateway.models import Quota\n"
+        "from quotas.services import quota_status\nfrom quotas.models import Quota\n"
         f"s = quota_status(Quota.objects.get(name={name!r}))\n"
         "print(s['spent'], s['reserved'])\n"
     )

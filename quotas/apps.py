@@ -6,4 +6,6 @@ class QuotasConfig(AppConfig):
     verbose_name = "Quotas and rate limits"
 
     def ready(self) -> None:
-        from . import admin, signals  # noqa: F401
+        from . import admin, runtime, signals  # noqa: F401
+
+        runtime.start()

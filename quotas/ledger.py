@@ -17,6 +17,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from . import runtime
 from .config import QuotaConfig, all_quotas
 from .periods import EPOCH, ROLLING_BUCKET, Window, bucket_start, from_nanos, to_nanos
 
@@ -76,10 +77,6 @@ def audit_entries(quota: QuotaConfig, window: Window) -> list[tuple[datetime, in
 
 # --- the row-locked counters ----------------------------------------------------------------
 
-# When this process last saw Redis work: a database counter seeded before then may
-# be missing spend counted in Redis, so it is re-seeded from the audit trail.
-redis_last_ok: datetime | None = None
-
 
 @dataclass
 class Held:
@@ -104,7 +101,9 @@ def _locked_counter(quota: QuotaConfig, window: Window):
             # Another worker created it first (and seeded it): wait for its lock.
             return rows.get(quota_id=quota.id, period_start=period_start)
         _seed(row, quota, window)
-    elif redis_last_ok is not None and (row.seeded_at is None or row.seeded_at < redis_last_ok):
+    elif (last_ok := runtime.current.redis_last_ok) is not None and (
+        row.seeded_at is None or row.seeded_at < last_ok
+    ):
         _seed(row, quota, window)
     return row
 

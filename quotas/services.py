@@ -22,8 +22,8 @@ from gateway.models import ApiKey
 from quotas.models import Quota, QuotaAlert, RateLimit
 
 from . import config, ledger
-from .admission import counter_keys
 from .periods import MAX_AMOUNT_USD, epoch_ms, from_nanos, to_nanos, window
+from .shapes import counter_keys
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from audit.services import chargeback_build, usage_rollup_day
 from audit.tests import make_records
 from connections.services import department_create
 from gateway.services import apikey_create
-from quotas import admission
+from quotas import runtime
 from quotas.models import QuotaAlert
 from quotas.services import quota_create, ratelimit_create
 
@@ -50,7 +50,7 @@ def admin_client(client, cast, settings):
     client.force_login(cast.admin)
     yield client
     # The quota created above is cached by the admission code: later tests must not see it.
-    admission.reset_for_tests()
+    runtime.start()
 
 
 def url(model, name, *args):

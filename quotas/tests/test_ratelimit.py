@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from gateway.services import apikey_create
-from quotas import Admission, RateLimited, error_response
+from quotas import Admission, RateLimited, error_response, runtime
 from quotas.services import ratelimit_create
 
 from . import quota_support
@@ -96,7 +96,7 @@ def test_calls_older_than_a_minute_neither_count_nor_stay(cast, settings, monkey
 
     settings.REDIS_URL = quota_support.REDIS_TEST_URL
     quota_support.clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     ratelimit_create(name="Key RPM", scope="api_key", requests_per_minute=2)
     alice = key_principal(cast)
     # Between the scripts' housekeeping, calls that left the window are still stored:
@@ -109,7 +109,7 @@ def test_calls_older_than_a_minute_neither_count_nor_stay(cast, settings, monkey
 
     # With housekeeping on every call, the window keeps only the last minute.
     monkeypatch.setattr(admission, "REFRESH_SECONDS", 0)
-    admission.reset_for_tests()
+    runtime.start()
     assert isinstance(admit_sync(alice, cast.gpt4o_mini, now=at(140)), Admission)
     import redis
 

@@ -393,9 +393,11 @@ class RedisPyClient:
 
     def __init__(self, url: str, *, timeout: float = 1.0, connect_timeout: float = 1.0) -> None:
         import redis.asyncio
+        import redis.exceptions
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        self._errors: Any = redis.exceptions
         self._client: Any = redis.asyncio.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -406,8 +408,7 @@ class RedisPyClient:
         self._client.response_callbacks.clear()  # raw replies, as the lean client gives
 
     async def _run(self, *args: Arg) -> Reply:
-        import redis.exceptions as errors
-
+        errors = self._errors
         try:
             return await self._client.execute_command(*args)
         except errors.TimeoutError:

@@ -385,8 +385,8 @@ class LeanRedis:
 class RedisPyClient:
     """redis-py's asyncio client behind the same interface (hiredis parses if installed).
 
-    Its pool opens a connection per concurrent command; its own retries are off, so a
-    failure surfaces at once under the same rules as the lean client's.
+    Its pool opens a connection per concurrent command (up to 1,024); its own retries are
+    off, so a failure surfaces at once under the same rules as the lean client's.
     """
 
     kind: ClientKind = "redis-py"
@@ -404,6 +404,9 @@ class RedisPyClient:
             socket_connect_timeout=connect_timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
+            # Its default pool refuses a 101st command in flight (MaxConnectionsError): at
+            # 64 calls in flight, admissions and settlements together pass that.
+            max_connections=1024,
         )
         self._client.response_callbacks.clear()  # raw replies, as the lean client gives
 

@@ -2,9 +2,10 @@
 
 Checked when a call settles, which runs after the answer has gone (`hook.settle_soon`):
 the threshold test is arithmetic on the counter Redis or the database returned; only a
-crossing not yet alerted in this process goes to the database (the sent-marker row, which
-makes one alert per quota, period and threshold across workers) and to the mail server,
-in a thread, never on the event loop.
+crossing not yet alerted in this process goes to the database thread (the sent-marker row,
+which makes one alert per quota, period and threshold across workers), and the e-mail
+itself is a Celery task (`quotas.tasks.send_quota_alert`): a slow or absent mail server
+never holds the database thread the gateway's lookups share.
 """
 
 from __future__ import annotations

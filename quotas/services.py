@@ -11,7 +11,6 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -218,7 +217,9 @@ def quota_alerts_send(
             )
         )
         if recipients:
-            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+            from .tasks import send_quota_alert
+
+            send_quota_alert.delay(subject, body, recipients)
         else:
             logger.warning("Quota %s crossed %s%% but has no one to tell", quota.pk, percent)
     return sent

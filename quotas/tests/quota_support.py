@@ -67,6 +67,17 @@ def backend(request, settings):
     runtime.start()
 
 
+@pytest.fixture
+def celery_eager():
+    """Celery tasks run where they are sent, as without Redis (the suite has no worker)."""
+    from meshsite.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = eager
+
+
 def run(coroutine_function, *args, **kwargs):
     """Run async code from a sync test the way Django does: its ORM calls come back to
     this thread (and its test transaction)."""

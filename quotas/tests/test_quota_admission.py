@@ -35,6 +35,7 @@ from .quota_support import (
 )
 
 backend = quota_support.backend  # the fixture: each test on Redis and on the database
+celery_eager = quota_support.celery_eager
 MID_MAY = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
 
 
@@ -335,7 +336,7 @@ def test_an_alert_only_quota_counts_but_never_refuses(cast, backend):
 
 
 def test_thresholds_email_admins_and_contacts_once_per_threshold_and_period(
-    cast, backend, mailoutbox
+    cast, backend, mailoutbox, celery_eager
 ):
     cast.marketing.contacts = "cfo@example.com\nlead@example.com"
     cast.marketing.save()

@@ -1,9 +1,9 @@
 """What one process knows about quotas beyond the database, in one object made at startup.
 
 `QuotasConfig.ready()` calls `start()`; a test that wants a fresh process (or a second
-worker) calls it again (the `quota_runtime` fixture does, around every quota test). Nothing
-else in quotas keeps state in module globals, but the memos of `quotas.config`, which
-`start()` empties too.
+worker) calls it again (the quota tests' `backend` fixture does, before and after each
+test). Nothing else in quotas keeps state in module globals but the memos of
+`quotas.config`, which `start()` empties too.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ from decimal import Decimal
 from django.contrib.auth.models import User
 from connections.models import LLM, Department
 from gateway.models import ApiKey
-from gateway.quotas.services import quota_create, ratelimit_create
+from quotas.services import quota_create, ratelimit_create
 big = Decimal("1000000")
 department = Department.objects.get(cost_center="MKT-100")
 quota_create(name="Bench department", amount=big, department=department)

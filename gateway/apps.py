@@ -7,5 +7,3 @@ class GatewayConfig(AppConfig):
 
     def ready(self) -> None:
         from . import signals  # noqa: F401
-        from .quotas import admin as quota_admin  # noqa: F401
-        from .quotas import signals as quota_signals  # noqa: F401

@@ -27,12 +27,12 @@ from audit import redaction
 from audit.cost import call_cost
 from audit.writer import AuditUnavailable, writer
 from connections.providers.base import ProviderError, Usage
+from quotas.admission import estimate_prompt_tokens
+from quotas.hook import admit_call, settle_soon
 
 from . import directory as catalog  # was gateway/catalog.py (alias until rewritten)
 from . import router
 from .errors import GatewayError, from_provider, internal
-from .quotas.admission import estimate_prompt_tokens
-from .quotas.hook import admit_call, settle_soon
 from .validation import check_request, unsupported_field
 
 logger = logging.getLogger(__name__)

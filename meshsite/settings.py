@@ -129,6 +129,7 @@ INSTALLED_APPS = [
     "guardian",
     "connections",
     "gateway",
+    "quotas",
     "audit",
     "playground",
 ]
@@ -180,6 +181,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+# Quotas' Redis client (meshsite.lib.redis): "lean" (home-made) or "redis-py" (bench A/B).
+MESHGATE_REDIS_CLIENT = env_str("MESHGATE_REDIS_CLIENT", "lean")
 if REDIS_URL:
     CACHES = {
         "default": {

@@ -11,7 +11,7 @@ admin.site.index_title = "LLM gateway"
 # `/api/`: each app mounts its own routes; the schema and its docs cover them all.
 api_urlpatterns = [
     path("", include("connections.api_urls")),
-    path("", include("gateway.quotas.api_urls")),
+    path("", include("quotas.api_urls")),
     path("", include("audit.api_urls")),
     path("", include("gateway.api_urls")),
     # The schema view answers API clients (401/403); the docs pages are for people and

@@ -56,7 +56,7 @@ TARGETS: dict[str, Target] = {
         60,
     ),
     "ledger": Target(
-        "gateway/quotas/ledger.py",
+        "quotas/ledger.py",
         ("gateway/tests/test_quota_admission.py", "gateway/tests/test_quota_failover.py"),
         300,
     ),

@@ -16,8 +16,8 @@ from audit.writer import writer
 from conftest import build_cast
 from connections.models import Connection
 from gateway import clients, directory, service
-from gateway.quotas import admission
 from gateway.tests.test_v1_service import principal_for
+from quotas import runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -53,7 +53,7 @@ def test_each_kind_of_personal_data_is_replaced_whole(text, kept):
 
 @pytest.fixture
 def redacted_cast(simulator):
-    admission.reset_for_tests()  # no quota another test left cached in this process
+    runtime.start()  # no quota another test left cached in this process
     directory.clear()
     simulator.reset()
     cast = build_cast(base_url=simulator.openai_base)

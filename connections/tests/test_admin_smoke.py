@@ -14,9 +14,9 @@ from audit.services import chargeback_build, usage_rollup_day
 from audit.tests import make_records
 from connections.services import department_create
 from gateway.keys import apikey_create
-from gateway.models import QuotaAlert
-from gateway.quotas import admission
-from gateway.quotas.services import quota_create, ratelimit_create
+from quotas import runtime
+from quotas.models import QuotaAlert
+from quotas.services import quota_create, ratelimit_create
 
 # Read when the module is imported, after Django set up: every app's admin is in it.
 REGISTRY = sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label)
@@ -50,7 +50,7 @@ def admin_client(client, cast, settings):
     client.force_login(cast.admin)
     yield client
     # The quota created above is cached by the admission code: later tests must not see it.
-    admission.reset_for_tests()
+    runtime.start()
 
 
 def url(model, name, *args):

@@ -59,7 +59,7 @@ for llm in (gone, sim_classifier):
     services.llm_grant(llm=llm, group=marketing, actor=admin)
 # A blocking quota far below one call's cost, on one key and this connection only.
 from gateway.models import ApiKey
-from gateway.quotas.services import quota_create
+from quotas.services import quota_create
 quota_create(name="Local pennies", amount=Decimal("0.000001"), mode="block", connection=local,
              api_key=ApiKey.objects.get(purpose="revoke me"))
 print(json.dumps({"ok": result.ok, "added": result.added, "discovered": discovered}))

@@ -26,9 +26,10 @@ from audit import services as audit_services
 from audit.models import CallRecord, ChargebackReport
 from audit.tests.usage_data import generate_month
 from gateway.keys import apikey_create
-from gateway.models import ApiKey, Quota
-from gateway.quotas.services import quota_create
+from gateway.models import ApiKey
 from meshsite.tests.test_routes import inventory
+from quotas.models import Quota
+from quotas.services import quota_create
 
 pytestmark = pytest.mark.django_db
 
@@ -37,7 +38,7 @@ MODEL = {
     "api-connection": "connections.view_connection",
     "api-llm": "connections.view_llm",
     "api-alias": "connections.view_alias",
-    "api-quota": "gateway.view_quota",
+    "api-quota": "quotas.view_quota",
     "api-department": "connections.view_department",
 }
 SCOPED = ("api-key", "api-call", "api-usage", "api-report")

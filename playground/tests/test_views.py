@@ -252,17 +252,17 @@ def test_a_model_the_user_was_not_granted_is_refused_by_the_gateway_and_recorded
 
 
 def test_a_department_over_its_budget_is_refused_in_the_playground_as_on_the_api(sim_cast):
-    from gateway.quotas import admission
-    from gateway.quotas.services import quota_create
+    from quotas import runtime
+    from quotas.services import quota_create
 
-    admission.reset_for_tests()
+    runtime.start()
     try:
         quota_create(
             name="Marketing monthly cap", amount=Decimal("0.000001"), department=sim_cast.marketing
         )
         response, body = post_chat(sim_cast.alice, chat_payload(sim_cast))
     finally:
-        admission.reset_for_tests()
+        runtime.start()
     assert response.status_code == 429
     assert "Marketing monthly cap" in json.loads(body)["error"]["message"]
     record = wait_for_record(response["X-Request-Id"])

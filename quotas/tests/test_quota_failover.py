@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from audit.models import CallRecord
-from gateway.quotas import Admission, QuotaExceeded, admission
-from gateway.quotas.ledger import QuotaUnavailable
-from gateway.quotas.services import quota_create, quota_status
+from quotas import Admission, QuotaExceeded, runtime
+from quotas.ledger import QuotaUnavailable
+from quotas.services import quota_create, quota_status
 
 from .quota_support import REDIS_TEST_URL, WORST_CASE, admit_sync, clear_redis, principal_of, run
 
@@ -42,7 +42,7 @@ def test_while_redis_is_unreachable_a_blocking_quota_refuses_instead_of_counting
     """One worker's Redis is away: it must not admit through a ledger of its own that the
     workers still on Redis cannot see (overspend); it refuses until Redis is back."""
     clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     quota = quota_create(name="Monthly", amount=Decimal("0.01"), department=cast.marketing)
     alice = principal_of(cast.alice, cast.marketing)
 
@@ -53,18 +53,18 @@ def test_while_redis_is_unreachable_a_blocking_quota_refuses_instead_of_counting
     assert quota_status(quota, now=MID_MAY)["reserved"] == 0
 
     # Redis is back (after the retry delay): calls are admitted and counted there again.
-    admission._redis_down_until = 0.0
+    runtime.current.redis_down_until = 0.0
     back = completed_call(alice, cast.gpt4o, "0.004", MID_MAY, REDIS_TEST_URL, settings)
     assert back.backend == "redis"
     assert quota_status(quota, now=MID_MAY)["spent"] == Decimal("0.005")
     clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
 
 
 def test_a_reservation_nobody_settles_expires(cast, settings):
     settings.REDIS_URL = REDIS_TEST_URL
     clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     quota = quota_create(name="Monthly", amount=2 * WORST_CASE, department=cast.marketing)
     alice = principal_of(cast.alice, cast.marketing)
     admit_sync(alice, cast.gpt4o, now=MID_MAY)  # a worker that crashes: never settled
@@ -83,4 +83,4 @@ def test_a_reservation_nobody_settles_expires(cast, settings):
     assert isinstance(admit_sync(alice, cast.gpt4o, now=MID_MAY), Admission)
     assert quota_status(quota, now=MID_MAY)["reserved"] == WORST_CASE
     clear_redis()
-    admission.reset_for_tests()
+    runtime.start()

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from connections import versioning
-from gateway.models import Quota, RateLimit
+from quotas.models import Quota, RateLimit
 
 from .config import QUOTAS
 

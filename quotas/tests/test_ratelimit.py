@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from gateway.keys import apikey_create
-from gateway.quotas import Admission, RateLimited, error_response
-from gateway.quotas.services import ratelimit_create
+from quotas import Admission, RateLimited, error_response, runtime
+from quotas.services import ratelimit_create
 
 from . import quota_support
 from .quota_support import admit_sync, principal_of, run
@@ -76,7 +76,7 @@ def test_a_limit_on_one_llm_leaves_the_others_alone(cast, backend):
 
 
 def test_a_call_refused_by_a_quota_is_not_counted_by_the_rate_limit(cast, backend):
-    from gateway.quotas.services import quota_create
+    from quotas.services import quota_create
 
     ratelimit_create(name="RPM", scope="department", requests_per_minute=2)
     quota_create(name="Tiny", amount=Decimal("0.000001"), department=cast.marketing)
@@ -92,11 +92,11 @@ def test_a_call_refused_by_a_quota_is_not_counted_by_the_rate_limit(cast, backen
 
 
 def test_calls_older_than_a_minute_neither_count_nor_stay(cast, settings, monkeypatch):
-    from gateway.quotas import admission
+    from quotas import admission
 
     settings.REDIS_URL = quota_support.REDIS_TEST_URL
     quota_support.clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     ratelimit_create(name="Key RPM", scope="api_key", requests_per_minute=2)
     alice = key_principal(cast)
     # Between the scripts' housekeeping, calls that left the window are still stored:
@@ -109,7 +109,7 @@ def test_calls_older_than_a_minute_neither_count_nor_stay(cast, settings, monkey
 
     # With housekeeping on every call, the window keeps only the last minute.
     monkeypatch.setattr(admission, "REFRESH_SECONDS", 0)
-    admission.reset_for_tests()
+    runtime.start()
     assert isinstance(admit_sync(alice, cast.gpt4o_mini, now=at(140)), Admission)
     import redis
 

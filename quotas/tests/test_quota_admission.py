@@ -11,10 +11,10 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from audit.models import CallRecord
-from gateway.models import QuotaAlert, QuotaCounter
-from gateway.quotas import Admission, QuotaExceeded, RateLimited, admission, error_response
-from gateway.quotas.admission import worst_case_nanos
-from gateway.quotas.services import (
+from quotas import Admission, QuotaExceeded, RateLimited, admission, error_response, runtime
+from quotas.admission import worst_case_nanos
+from quotas.models import QuotaAlert, QuotaCounter
+from quotas.services import (
     quota_create,
     quota_status,
     quota_update,
@@ -35,6 +35,7 @@ from .quota_support import (
 )
 
 backend = quota_support.backend  # the fixture: each test on Redis and on the database
+celery_eager = quota_support.celery_eager
 MID_MAY = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
 
 
@@ -131,7 +132,7 @@ def test_a_rolling_window_forgets_spend_n_days_later(cast, backend):
 def test_redis_flushed_mid_month_the_next_call_still_sees_the_months_spend(cast, settings):
     settings.REDIS_URL = REDIS_TEST_URL
     clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     monthly = quota_create(
         name="Monthly", amount=2 * WORST_CASE, period="month", department=cast.marketing
     )
@@ -148,7 +149,7 @@ def test_redis_flushed_mid_month_the_next_call_still_sees_the_months_spend(cast,
     record_call(bob, cast.gpt4o_mini, "0.7", MID_MAY)
 
     clear_redis()  # Redis restarted empty
-    admission.reset_for_tests()
+    runtime.start()
 
     refused = admit_sync(alice, cast.gpt4o, now=MID_MAY + timedelta(hours=1))
     assert isinstance(refused, QuotaExceeded)
@@ -164,7 +165,7 @@ def test_redis_flushed_mid_month_the_next_call_still_sees_the_months_spend(cast,
 def test_several_workers_rebuilding_at_once_count_the_spend_once(cast, settings):
     settings.REDIS_URL = REDIS_TEST_URL
     clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     quota = quota_create(name="Monthly", amount=Decimal("1"), department=cast.marketing)
     alice = principal_of(cast.alice, cast.marketing)
     record_call(alice, cast.gpt4o, "0.25", MID_MAY)
@@ -203,7 +204,7 @@ def test_a_quota_or_rate_limit_an_admin_changes_applies_at_the_next_call(
 def test_every_key_the_scripts_write_expires(cast, settings):
     settings.REDIS_URL = REDIS_TEST_URL
     clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     quota_create(name="Monthly", amount=Decimal("1"), department=cast.marketing)
     quota_create(
         name="Rolling", amount=Decimal("1"), period="rolling", rolling_days=3, user=cast.alice
@@ -335,7 +336,7 @@ def test_an_alert_only_quota_counts_but_never_refuses(cast, backend):
 
 
 def test_thresholds_email_admins_and_contacts_once_per_threshold_and_period(
-    cast, backend, mailoutbox
+    cast, backend, mailoutbox, celery_eager
 ):
     cast.marketing.contacts = "cfo@example.com\nlead@example.com"
     cast.marketing.save()
@@ -353,7 +354,7 @@ def test_thresholds_email_admins_and_contacts_once_per_threshold_and_period(
     assert set(mailoutbox[0].to) == {"admin@example.com", "cfo@example.com", "lead@example.com"}
     settle(admit_sync(alice, cast.gpt4o, now=MID_MAY), "0.0001")
     assert len(mailoutbox) == 1  # still past 50 %, not yet 80 %
-    admission.reset_for_tests()  # another worker: the sent-marker, not memory, stops a resend
+    runtime.start()  # another worker: the sent-marker, not memory, stops a resend
     settle(admit_sync(alice, cast.gpt4o, now=MID_MAY), "0.0001")
     assert len(mailoutbox) == 1
     settle(admit_sync(alice, cast.gpt4o, now=MID_MAY), "0.0025")
@@ -371,7 +372,7 @@ def test_thresholds_email_admins_and_contacts_once_per_threshold_and_period(
 
 def test_with_redis_unreachable_a_blocking_quota_fails_closed_and_others_proceed(cast, settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-    admission.reset_for_tests()
+    runtime.start()
     quota_create(name="Monthly", amount=2 * WORST_CASE, department=cast.marketing)
     alice = principal_of(cast.alice, cast.marketing)
     bob = principal_of(cast.bob, cast.finance)  # no quota, no limit
@@ -379,7 +380,7 @@ def test_with_redis_unreachable_a_blocking_quota_fails_closed_and_others_proceed
     assert isinstance(admit_sync(alice, cast.gpt4o, now=MID_MAY), admission.QuotaUnavailable)
     assert not QuotaCounter.objects.exists()  # nothing counted in a ledger of its own
     assert admit_sync(bob, cast.gpt4o, now=MID_MAY).backend == "none"
-    admission.reset_for_tests()
+    runtime.start()
 
 
 def test_max_tokens_is_capped_by_what_the_llm_can_produce(cast, backend):

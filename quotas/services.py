@@ -11,18 +11,18 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.money import usd
 from connections.models import ChangeEvent
 from connections.services import change_record
-from gateway.models import ApiKey, Quota, QuotaAlert, RateLimit
+from gateway.models import ApiKey
+from quotas.models import Quota, QuotaAlert, RateLimit
 
 from . import config, ledger
-from .admission import counter_keys
 from .periods import MAX_AMOUNT_USD, epoch_ms, from_nanos, to_nanos, window
+from .shapes import counter_keys
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,9 @@ def quota_alerts_send(
             )
         )
         if recipients:
-            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients)
+            from .tasks import send_quota_alert
+
+            send_quota_alert.delay(subject, body, recipients)
         else:
             logger.warning("Quota %s crossed %s%% but has no one to tell", quota.pk, percent)
     return sent

@@ -118,6 +118,3 @@ class MemoryLimiter:
     def clear(self) -> None:
         with self._lock:
             self._windows.clear()
-
-
-memory_limiter = MemoryLimiter()

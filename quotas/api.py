@@ -1,12 +1,12 @@
 """`/api/quotas/`: each quota with its current spend, reservations and room, for holders of
-`gateway.view_quota` (the admin's quota pages ask the same)."""
+`quotas.view_quota` (the admin's quota pages ask the same)."""
 
 from __future__ import annotations
 
 from rest_framework import serializers, viewsets
 
-from gateway.models import Quota
 from meshsite.lib.drf import ModelPermissions
+from quotas.models import Quota
 
 from .services import quota_status
 

@@ -17,6 +17,7 @@ from django.db.models import F, Q, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from . import runtime
 from .config import QuotaConfig, all_quotas
 from .periods import EPOCH, ROLLING_BUCKET, Window, bucket_start, from_nanos, to_nanos
 
@@ -76,10 +77,6 @@ def audit_entries(quota: QuotaConfig, window: Window) -> list[tuple[datetime, in
 
 # --- the row-locked counters ----------------------------------------------------------------
 
-# When this process last saw Redis work: a database counter seeded before then may
-# be missing spend counted in Redis, so it is re-seeded from the audit trail.
-redis_last_ok: datetime | None = None
-
 
 @dataclass
 class Held:
@@ -91,7 +88,7 @@ class Held:
 
 
 def _locked_counter(quota: QuotaConfig, window: Window):
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     period_start = EPOCH if window.rolling else window.start
     rows = QuotaCounter.objects.select_for_update()
@@ -104,13 +101,15 @@ def _locked_counter(quota: QuotaConfig, window: Window):
             # Another worker created it first (and seeded it): wait for its lock.
             return rows.get(quota_id=quota.id, period_start=period_start)
         _seed(row, quota, window)
-    elif redis_last_ok is not None and (row.seeded_at is None or row.seeded_at < redis_last_ok):
+    elif (last_ok := runtime.current.redis_last_ok) is not None and (
+        row.seeded_at is None or row.seeded_at < last_ok
+    ):
         _seed(row, quota, window)
     return row
 
 
 def _seed(row, quota: QuotaConfig, window: Window) -> None:
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     row.reserved = Decimal("0")
     row.seeded_at = timezone.now()
@@ -132,7 +131,7 @@ def _seed(row, quota: QuotaConfig, window: Window) -> None:
 
 
 def _rolling_spent(quota: QuotaConfig, window: Window) -> Decimal:
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     # A bucket [b, b + 1 min) counts while any of it is inside the window.
     total = (
@@ -169,7 +168,7 @@ def db_admit(plan: list[Held]) -> None:
 @transaction.atomic
 def db_settle(plan: list[Held], actual_nanos: int, started_at: datetime) -> list[int]:
     """Replace the reservations by the actual cost; return each quota's spend after."""
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     spent = {}
     for held in sorted(plan, key=lambda held: held.quota.id):
@@ -193,7 +192,7 @@ def db_settle(plan: list[Held], actual_nanos: int, started_at: datetime) -> list
 
 def db_status(quota: QuotaConfig, window: Window) -> tuple[Decimal, Decimal]:
     """(spent, reserved) as the database counters hold them, without locking."""
-    from gateway.models import QuotaCounter
+    from quotas.models import QuotaCounter
 
     period_start = EPOCH if window.rolling else window.start
     row = QuotaCounter.objects.filter(quota_id=quota.id, period_start=period_start).first()

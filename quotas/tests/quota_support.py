@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from conftest import redis_url_for_tests
-from gateway.quotas import admission
+from quotas import admission, runtime
 
 # The suite's Redis when it has one, else this engineer's own db number.
 REDIS_TEST_URL = os.environ.get("REDIS_URL") or redis_url_for_tests(11)
@@ -60,11 +60,22 @@ def backend(request, settings):
     settings.REDIS_URL = REDIS_TEST_URL if request.param == "redis" else None
     if request.param == "redis":
         clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
     yield request.param
     if request.param == "redis":
         clear_redis()
-    admission.reset_for_tests()
+    runtime.start()
+
+
+@pytest.fixture
+def celery_eager():
+    """Celery tasks run where they are sent, as without Redis (the suite has no worker)."""
+    from meshsite.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = eager
 
 
 def run(coroutine_function, *args, **kwargs):

@@ -7,8 +7,8 @@ from decimal import Decimal
 from django.test import Client
 from django.utils import timezone
 
-from gateway.models import Quota, RateLimit
-from gateway.quotas.services import quota_create, ratelimit_create
+from quotas.models import Quota, RateLimit
+from quotas.services import quota_create, ratelimit_create
 
 from . import quota_support
 from .quota_support import WORST_CASE, admit_sync, principal_of, run
@@ -59,7 +59,7 @@ def test_the_quotas_are_read_only_at_the_api(cast):
 
 def test_the_admin_changelist_shows_each_quotas_standing(cast, backend):
     spend_some(cast)
-    response = logged_in(cast.admin).get("/admin/gateway/quota/")
+    response = logged_in(cast.admin).get("/admin/quotas/quota/")
     assert response.status_code == 200
     html = response.content.decode()
     assert "Marketing monthly" in html
@@ -67,13 +67,13 @@ def test_the_admin_changelist_shows_each_quotas_standing(cast, backend):
     assert "$0.25" in html  # spent
     assert "$0.0013" in html  # reserved: below a cent, two significant digits
     assert "$0.75" in html  # remaining
-    found = logged_in(cast.admin).get("/admin/gateway/quota/", {"q": "Marketing"})
+    found = logged_in(cast.admin).get("/admin/quotas/quota/", {"q": "Marketing"})
     assert len(found.context["cl"].result_list) == 1
 
 
 def test_the_admin_adds_a_quota_through_the_service_rules(cast):
     client = logged_in(cast.admin)
-    assert client.get("/admin/gateway/quota/add/").status_code == 200
+    assert client.get("/admin/quotas/quota/add/").status_code == 200
     form = {
         "name": "Finance weekly",
         "amount": "20",
@@ -84,11 +84,11 @@ def test_the_admin_adds_a_quota_through_the_service_rules(cast):
         "department": cast.finance.pk,
         "purpose": "",
     }
-    refused = client.post("/admin/gateway/quota/add/", form)
+    refused = client.post("/admin/quotas/quota/add/", form)
     assert refused.status_code == 200
     assert "A rolling period needs a number of days." in refused.content.decode()
     form["rolling_days"] = "7"
-    created = client.post("/admin/gateway/quota/add/", form)
+    created = client.post("/admin/quotas/quota/add/", form)
     assert created.status_code == 302
     quota = Quota.objects.get(name="Finance weekly")
     assert (quota.rolling_days, quota.department, quota.alert_thresholds) == (
@@ -96,15 +96,15 @@ def test_the_admin_adds_a_quota_through_the_service_rules(cast):
         cast.finance,
         [50, 80, 100],
     )
-    change = client.get(f"/admin/gateway/quota/{quota.pk}/change/")
+    change = client.get(f"/admin/quotas/quota/{quota.pk}/change/")
     assert "spent $0.00," in change.content.decode()
 
 
 def test_the_admin_lists_rate_limits_and_alerts(cast):
     ratelimit_create(name="Key RPM", scope="api_key", requests_per_minute=60)
     client = logged_in(cast.admin)
-    assert "Key RPM" in client.get("/admin/gateway/ratelimit/").content.decode()
-    assert client.get("/admin/gateway/ratelimit/add/").status_code == 200
-    assert client.get("/admin/gateway/quotaalert/").status_code == 200
-    assert client.get("/admin/gateway/quotaalert/add/").status_code == 403
+    assert "Key RPM" in client.get("/admin/quotas/ratelimit/").content.decode()
+    assert client.get("/admin/quotas/ratelimit/add/").status_code == 200
+    assert client.get("/admin/quotas/quotaalert/").status_code == 200
+    assert client.get("/admin/quotas/quotaalert/add/").status_code == 403
     assert RateLimit.objects.count() == 1

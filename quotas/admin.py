@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from audit.money import usd
-from gateway.models import Quota, QuotaAlert, RateLimit
+from quotas.models import Quota, QuotaAlert, RateLimit
 
 from .services import (
     QUOTA_FIELDS,

@@ -10,8 +10,8 @@ import pytest
 from django.db import connection, connections
 
 from conftest import build_cast
-from gateway.quotas import Admission, QuotaExceeded, admission
-from gateway.quotas.services import quota_create, quota_status
+from quotas import Admission, QuotaExceeded, runtime
+from quotas.services import quota_create, quota_status
 
 from .quota_support import WORST_CASE, admit_sync, principal_of
 
@@ -25,7 +25,7 @@ MID_MAY = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
 @pytest.mark.django_db(transaction=True)
 def test_twenty_threads_on_database_row_locks_admit_exactly_two(settings):
     settings.REDIS_URL = None
-    admission.reset_for_tests()
+    runtime.start()
     cast = build_cast()
     quota = quota_create(name="Monthly", amount=2 * WORST_CASE, department=cast.marketing)
     alice = principal_of(cast.alice, cast.marketing)
@@ -49,4 +49,4 @@ def test_twenty_threads_on_database_row_locks_admit_exactly_two(settings):
     assert sum(isinstance(r, QuotaExceeded) for r in results) == 18
     assert quota_status(quota, now=MID_MAY)["reserved"] == 2 * WORST_CASE
     assert quota_status(quota, now=MID_MAY)["spent"] == Decimal("0")
-    admission.reset_for_tests()
+    runtime.start()

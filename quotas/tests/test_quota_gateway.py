@@ -19,10 +19,10 @@ import openai
 import pytest
 
 from conftest import redis_url_for_tests
-from gateway.quotas.admission import estimate_prompt_tokens, worst_case_nanos
-from gateway.quotas.periods import from_nanos
 from gateway.tests.test_e2e_audit import raw_stream_request, read_until, request_id_of
 from gateway.tests.test_e2e_support import Gateway, make_gateway
+from quotas.admission import estimate_prompt_tokens, worst_case_nanos
+from quotas.periods import from_nanos
 
 QUOTA_REDIS_URL = os.environ.get("MESHGATE_TEST_QUOTA_REDIS_URL", redis_url_for_tests(12))
 BODY = {
@@ -95,8 +95,9 @@ import json
 from decimal import Decimal
 from audit.models import CallRecord
 from connections.models import Department
-from gateway.models import Quota, RateLimit, ApiKey
-from gateway.quotas.services import quota_create, quota_status, ratelimit_create
+from gateway.models import ApiKey
+from quotas.models import Quota, RateLimit
+from quotas.services import quota_create, quota_status, ratelimit_create
 from django.contrib.auth.models import User
 Quota.objects.all().delete()
 RateLimit.objects.all().delete()
@@ -110,7 +111,7 @@ def setup_limits(gw: Gateway, code: str) -> None:
 
 def status(gw: Gateway, name: str) -> dict:
     out = gw.run(
-        "from gateway.quotas.services import quota_status\nfrom gateway.models import Quota\n"
+        "from quotas.services import quota_status\nfrom quotas.models import Quota\n"
         f"s = quota_status(Quota.objects.get(name={name!r}))\n"
         "print(s['spent'], s['reserved'])\n"
     )
@@ -297,7 +298,7 @@ def test_a_worker_that_cannot_reach_redis_refuses_instead_of_overspending(gatewa
         # period's spend so far: room for two more worst cases on top of it.
         setup_limits(
             gateway,
-            "from gateway.quotas.services import quota_update\n"
+            "from quotas.services import quota_update\n"
             "q = quota_create(name='Shared budget', amount=Decimal('1000'), "
             "department=Department.objects.get(cost_center='MKT-100'))\n"
             "from decimal import ROUND_CEILING\n"

@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway.errors import GatewayError
 
+from . import runtime
 from .admission import Admission, admit, estimate_prompt_tokens
 from .errors import error_response
 from .ledger import QuotaExceeded, QuotaUnavailable
@@ -83,25 +84,14 @@ async def admit_call(principal, targets: list, body: dict[str, Any], endpoint: s
         raise error from None
 
 
-# Settlements run as tasks so an answer never waits for them; held here so they are not
-# garbage-collected mid-flight (the event loop keeps only weak references to tasks).
-_settling: set[asyncio.Task] = set()
-
-
 def settle_soon(admission: Admission, cost: Decimal, tokens: int) -> None:
     """Settle from synchronous code on the event loop (the gateway's `_finish`)."""
     task = asyncio.get_running_loop().create_task(admission.settle(cost, tokens))
-    _settling.add(task)
+    runtime.current.settling.add(task)
     task.add_done_callback(_settled)
 
 
 def _settled(task: asyncio.Task) -> None:
-    _settling.discard(task)
+    runtime.current.settling.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.error("Quota settlement failed: %s", type(task.exception()).__name__)
-
-
-async def settle_pending() -> None:
-    """Wait for the settlements in flight (shutdown, tests)."""
-    while _settling:
-        await asyncio.gather(*list(_settling), return_exceptions=True)

@@ -10,8 +10,8 @@ from django.test import Client
 from django.urls import reverse
 
 from connections.models import ChangeEvent
-from gateway.models import Quota
-from gateway.quotas.services import quota_create, quota_delete, quota_update
+from quotas.models import Quota
+from quotas.services import quota_create, quota_delete, quota_update
 
 pytestmark = pytest.mark.django_db
 
@@ -61,7 +61,7 @@ def test_the_admin_records_its_quota_changes_and_deletions(cast):
     client = Client()
     client.force_login(cast.admin)
     quota = quota_create(name="Finance", amount=Decimal("10"), department=cast.finance)
-    response = client.post(reverse("admin:gateway_quota_delete", args=[quota.pk]), {"post": "yes"})
+    response = client.post(reverse("admin:quotas_quota_delete", args=[quota.pk]), {"post": "yes"})
     assert response.status_code == 302
     [_created, deleted] = quota_events()
     assert deleted.event_type == "quota_deleted" and deleted.actor == cast.admin

@@ -15,7 +15,7 @@ from connections import versioning
 
 from .periods import to_nanos
 
-QUOTAS = "quotas"  # the version scope bumped by gateway.quotas.signals
+QUOTAS = "quotas"  # the version scope bumped by quotas.signals
 
 _quota_memo = versioning.VersionedMemo(QUOTAS)
 
@@ -145,7 +145,7 @@ def quota_config(quota) -> QuotaConfig:
 
 
 def _load_quotas() -> tuple[list[QuotaConfig], QuotaConfig | None]:
-    from gateway.models import Quota
+    from quotas.models import Quota
 
     configs = [quota_config(quota) for quota in Quota.objects.filter(is_active=True).order_by("pk")]
     catch_all = next((c for c in configs if c.catch_all), None)
@@ -153,7 +153,7 @@ def _load_quotas() -> tuple[list[QuotaConfig], QuotaConfig | None]:
 
 
 def _load_rate_limits() -> list[RateLimitConfig]:
-    from gateway.models import RateLimit
+    from quotas.models import RateLimit
 
     limits = []
     for limit in RateLimit.objects.filter(is_active=True).order_by("pk"):

@@ -6,6 +6,8 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401
+        from . import lastused, signals  # noqa: F401
         from .quotas import admin as quota_admin  # noqa: F401
         from .quotas import signals as quota_signals  # noqa: F401
+
+        lastused.register()

@@ -3,10 +3,12 @@
 For each mechanism, A (home-made) and B (the library) run through the whole gateway in
 `make bench-peers` conditions: the `meshgate-postgres` variant (PostgreSQL, Redis, full
 payload audit, three quotas and three rate limits every call matches), one uvicorn
-worker, the provider simulator upstream, wrk at concurrency 16 (and 64), plain and
-streamed chat completions. The database is built once per mechanism; then A and B
-alternate, a fresh gateway process per run, `--rounds` times, so a burst of load from
-anything else on the machine falls on both sides alike. Every answer must have its audit
+worker per side, the provider simulator upstream, wrk at concurrency 16 (and 64), plain
+and streamed chat completions (bench-peers' `measure`: warm-up, then wrk, CPU per
+request from /proc). A and B run side by side on one database, measured in turn row
+after row, the order flipped every round, `--rounds` times: a burst of load from
+anything else on the machine falls on both sides alike, and the figure is the median
+of each round's B / A. Every answer must have its audit
 record (checked as bench-peers checks it). The medians per side and the ratio B / A go
 to stdout and to bench/.work/ab/last-run.json.
 
@@ -44,56 +46,69 @@ REDIS_URL = os.environ.get("BENCH_AB_REDIS_URL", "redis://127.0.0.1:6379/13")
 WORK = peers.WORK.parent / "ab"
 
 
-def one_run(name: str, env: dict, key: str, sim: peers.Target, args) -> list[peers.Row]:
-    """A fresh gateway with `env`: plain and streamed rows at each concurrency, audit checked."""
+def start(name: str, env: dict, key: str) -> peers.Target:
     process, port = overhead.start_meshgate(env)
     target = peers.Target(name, port, key, "sim/gpt-4o-mini", process, env)
     target.ids_file().unlink(missing_ok=True)
-    rows = []
-    try:
-        for stream in (False, True):
-            for concurrency in args.concurrency:
-                rows.append(peers.measure(target, sim, stream, concurrency, args))
-                print(f"  {name:18} " + peers.row_line(rows[-1]), flush=True)
-    finally:
-        time.sleep(1)  # the last completions are in the audit writer's queue
-        peers.stop(process)
+    return target
+
+
+def finish(target: peers.Target) -> None:
+    """Stop the gateway, then check that every answer it gave has its audit record."""
+    time.sleep(1)  # the last completions are in the audit writer's queue
+    peers.stop(target.process)
     line, good = peers.audit_check(target)
+    print("  " + line, flush=True)
     target.ids_file().unlink(missing_ok=True)
     if not good:
         raise SystemExit(line)
-    return rows
 
 
 def ab(mechanism: str, sim: peers.Target, args) -> dict:
+    """A and B side by side (two gateways, one database), measured in turn row by row, the
+    order flipped every round: a burst of load elsewhere falls on both alike."""
     import redis
 
     switch, home, library = MECHANISMS[mechanism]
     redis.Redis.from_url(REDIS_URL).flushdb()
+    rows: dict[str, list[peers.Row]] = {home: [], library: []}
     with tempfile.TemporaryDirectory() as tmp:
         env, key = overhead.prepare_variant(
             "postgres-quotas", Path(tmp), sim.port, pg_url=PG_URL, redis_url=REDIS_URL
         )
-        runs: dict[str, list[peers.Row]] = {home: [], library: []}
-        for round_ in range(args.rounds):
-            # A then B, then B then A: neither side always runs on a warmer machine.
-            order = (home, library) if round_ % 2 == 0 else (library, home)
-            for side in order:
-                runs[side] += one_run(f"{mechanism}-{side}", {**env, switch: side}, key, sim, args)
+        targets = {side: start(f"{mechanism}-{side}", {**env, switch: side}, key) for side in rows}
+        try:
+            for round_ in range(args.rounds):
+                for stream in (False, True):
+                    for concurrency in args.concurrency:
+                        order = (home, library) if round_ % 2 == 0 else (library, home)
+                        for side in order:
+                            row = peers.measure(targets[side], sim, stream, concurrency, args)
+                            rows[side].append(row)
+                            print(f"  {side:8} " + peers.row_line(row), flush=True)
+        finally:
+            for target in targets.values():
+                finish(target)
     summary = {}
     for stream in (False, True):
         for concurrency in args.concurrency:
-            cell = {}
-            for side, rows in runs.items():
-                mine = [r for r in rows if r.stream == stream and r.concurrency == concurrency]
+            cell: dict = {}
+            mine = {
+                side: [r for r in found if r.stream == stream and r.concurrency == concurrency]
+                for side, found in rows.items()
+            }
+            for side, found in mine.items():
                 cell[side] = {
-                    "rps": statistics.median(r.rps for r in mine),
-                    "p50": statistics.median(r.p50 for r in mine),
-                    "p99": statistics.median(r.p99 for r in mine),
-                    "cpu_ms": statistics.median(r.cpu_ms for r in mine),
-                    "rps_runs": [round(r.rps) for r in mine],
+                    "rps": statistics.median(r.rps for r in found),
+                    "p50": statistics.median(r.p50 for r in found),
+                    "p99": statistics.median(r.p99 for r in found),
+                    "cpu_ms": statistics.median(r.cpu_ms for r in found),
+                    "rps_runs": [round(r.rps) for r in found],
                 }
-            cell["ratio"] = cell[library]["rps"] / cell[home]["rps"]
+            # Each round's B / A, measured seconds apart; their median is the figure.
+            pairs = zip(mine[home], mine[library], strict=True)
+            cell["ratio"] = statistics.median(b.rps / a.rps for a, b in pairs)
+            cell["cpu_ratio"] = cell[library]["cpu_ms"] / cell[home]["cpu_ms"]
             summary[f"{'stream' if stream else 'plain'} c{concurrency}"] = cell
     return {"home": home, "library": library, "cells": summary}
 
@@ -104,15 +119,15 @@ def report(mechanism: str, found: dict) -> str:
         f"### {mechanism}: {home} (A) vs {library} (B)",
         "",
         f"| mode | {home} req/s | p50 | p99 | CPU ms/req | {library} req/s | p50 | p99 | "
-        "CPU ms/req | B / A req/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "CPU ms/req | B / A req/s (median of pairs) | B / A CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, cell in found["cells"].items():
         a, b = cell[home], cell[library]
         lines.append(
             f"| {mode} | {a['rps']:.0f} | {a['p50']:.1f} ms | {a['p99']:.1f} ms | "
             f"{a['cpu_ms']:.2f} | {b['rps']:.0f} | {b['p50']:.1f} ms | {b['p99']:.1f} ms | "
-            f"{b['cpu_ms']:.2f} | {cell['ratio']:.2f} |"
+            f"{b['cpu_ms']:.2f} | {cell['ratio']:.2f} | {cell['cpu_ratio']:.2f} |"
         )
     return "\n".join(lines)
 

@@ -46,20 +46,27 @@ def client(
     kind = implementation or os.environ.get("MESHGATE_HTTP_CLIENT") or "lean"
     if kind not in IMPLEMENTATIONS:
         raise ValueError(f"unknown HTTP client implementation {kind!r}")
-    options = {
-        "timeout": timeout,
-        "connect_timeout": connect_timeout,
-        "max_connections": max_connections,
-        "keepalive_expiry": keepalive_expiry,
-        "user_agent": user_agent,
-        "ssl_context": ssl_context,
-        "address_check": address_check,
-    }
     if kind == "aiohttp":
         from .aio import AiohttpClient
 
-        return AiohttpClient(**options)  # type: ignore[arg-type]
-    return HTTPClient(**options)  # type: ignore[arg-type]
+        return AiohttpClient(
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            keepalive_expiry=keepalive_expiry,
+            user_agent=user_agent,
+            ssl_context=ssl_context,
+            address_check=address_check,
+        )
+    return HTTPClient(
+        timeout=timeout,
+        connect_timeout=connect_timeout,
+        max_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
+        user_agent=user_agent,
+        ssl_context=ssl_context,
+        address_check=address_check,
+    )
 
 
 __all__ = [

@@ -54,9 +54,14 @@ class Response(Protocol):
     """One response. `content` is set for whole responses; streams use `aiter_bytes`, and
     the caller must `aclose()` a streamed response on every exit path."""
 
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content(self) -> bytes: ...
 
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...
 
@@ -68,7 +73,8 @@ class Response(Protocol):
 class Client(Protocol):
     """Pooled keep-alive connections per origin, for one event loop."""
 
-    is_closed: bool
+    @property
+    def is_closed(self) -> bool: ...
 
     async def request(
         self,

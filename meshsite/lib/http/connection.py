@@ -8,7 +8,7 @@ import collections
 import select
 import zlib
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
@@ -66,17 +66,17 @@ class Connection(asyncio.Protocol):
         self.used = False  # has carried a request before (a reused keep-alive connection)
         self._busy = False
         self._header_name = b""
-        self._headers: Headers | None = None
-        self._head: asyncio.Future | None = None  # resolves to the Response
+        self._headers = Headers()
+        self._head: asyncio.Future[LeanResponse] | None = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._paused = False
-        self._waiter: asyncio.Future | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self._complete = False
         self._keep_alive = False  # read when the answer completes: the parser resets after it
         self._error: BaseException | None = None
         self._received = False
-        self._decoder = None
+        self._decoder: Any = None  # a zlib decompressor
         self._until_eof = False  # an answer with neither a length nor chunks ends at EOF
         self._last = 0.0
         self._timeout = 0.0
@@ -85,8 +85,8 @@ class Connection(asyncio.Protocol):
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if not self._busy:  # bytes nobody asked for: the connection cannot be trusted
@@ -188,7 +188,7 @@ class Connection(asyncio.Protocol):
 
     # --- one request ------------------------------------------------------------------------
 
-    def send(self, data: bytes, timeout: float) -> asyncio.Future:
+    def send(self, data: bytes, timeout: float) -> asyncio.Future[LeanResponse]:
         self._busy = True
         self._complete = False
         self._keep_alive = False
@@ -202,6 +202,8 @@ class Connection(asyncio.Protocol):
         self._last = self.loop.time()
         self._timeout = timeout
         self._timer = self.loop.call_later(timeout, self._check_timeout)
+        if self.transport is None:
+            raise RemoteProtocolError("the connection is not open")
         self.transport.write(data)
         return self._head
 
@@ -211,16 +213,19 @@ class Connection(asyncio.Protocol):
             if self._chunks:
                 chunk = self._chunks.popleft()
                 self._buffered -= len(chunk)
-                if self._paused and self._buffered <= HIGH_WATER // 4 and not self.closed:
+                transport = self.transport
+                low = self._buffered <= HIGH_WATER // 4
+                if self._paused and low and not self.closed and transport is not None:
                     self._paused = False
                     self._last = self.loop.time()
-                    self.transport.resume_reading()
+                    transport.resume_reading()
                 return chunk
             if self._error is not None:
                 raise self._error
             if self._complete:
                 if self._decoder is not None:
-                    tail, self._decoder = self._decoder.flush(), None
+                    tail: bytes = self._decoder.flush()
+                    self._decoder = None
                     if tail:
                         return tail
                 return None
@@ -239,7 +244,7 @@ class Connection(asyncio.Protocol):
         self._chunks.clear()
         reusable = self._complete and self._error is None and not self.closed
         if reusable and self._keep_alive and not self.pool.closed:
-            if self._paused:
+            if self._paused and self.transport is not None:
                 self._paused = False
                 self.transport.resume_reading()
             self.used = True

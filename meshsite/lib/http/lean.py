@@ -76,7 +76,7 @@ class _Pool:
         self.scheme, self.host, self.port = scheme, host, port
         self.idle: list[Connection] = []
         self.count = 0  # open or opening connections
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.closed = False
 
     def _take_idle(self) -> Connection | None:
@@ -200,7 +200,7 @@ class _Pool:
         self.idle.clear()
 
 
-def _expire(waiter: asyncio.Future) -> None:
+def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutException("no connection to the provider came free in time"))
 

@@ -37,7 +37,11 @@ class PsycopgPipeline:
         self._sql: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
-        self.in_flight = 0
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
 
     @property
     def can_send(self) -> bool:
@@ -52,7 +56,10 @@ class PsycopgPipeline:
     ) -> None:
         try:
             conn = await psycopg.AsyncConnection.connect(
-                autocommit=True, prepare_threshold=0, connect_timeout=self.connect_seconds, **params
+                autocommit=True,
+                prepare_threshold=0,
+                connect_timeout=max(1, round(self.connect_seconds)),
+                **params,
             )
         except psycopg.Error as exc:
             raise ConnectionError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
@@ -68,7 +75,7 @@ class PsycopgPipeline:
     def send_group(self, statements: Sequence[tuple[str, Params]]) -> None:
         if self._conn is None:
             raise ConnectionError("the pipeline is closed")
-        self.in_flight += 1
+        self._in_flight += 1
         task = self.loop.create_task(self._run(self._conn, list(statements)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -100,12 +107,12 @@ class PsycopgPipeline:
                     error = f"{exc.sqlstate or ''} {type(exc).__name__}"
                     results = [StatementResult(False, error=error)] * len(statements)
         except Exception as exc:
-            self.in_flight -= 1
+            self._in_flight -= 1
             if self._conn is conn:
                 self.close()
                 self._on_broken(exc)
             return
-        self.in_flight -= 1
+        self._in_flight -= 1
         if self._conn is not conn:
             return  # closed meanwhile: unanswered
         self._on_group(results)
@@ -113,7 +120,7 @@ class PsycopgPipeline:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        self.in_flight = 0
+        self._in_flight = 0
         for task in self._tasks:
             task.cancel()
         if conn is not None:

@@ -27,8 +27,15 @@ GroupCallback = Callable[[list[StatementResult]], None]
 
 
 class Pipeline(Protocol):
-    in_flight: int  # groups sent and not yet answered
-    can_send: bool  # connected, and not waiting for the socket to take earlier output
+    @property
+    def in_flight(self) -> int:
+        """Groups sent and not yet answered."""
+        ...
+
+    @property
+    def can_send(self) -> bool:
+        """Connected, and not waiting for the socket to take earlier output."""
+        ...
 
     async def connect(
         self, params: dict[str, Any], setup: Sequence[str], prepared: dict[str, str]

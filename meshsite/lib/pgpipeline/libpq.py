@@ -94,12 +94,15 @@ class LibpqPipeline:
         failure = "no address to try"
         for attempt in await conninfo_attempts_async(params):
             pgconn: pq.abc.PGconn | None = pq.PGconn.connect_start(
-                make_conninfo(**attempt).encode()
+                make_conninfo("", **attempt).encode()
             )
             status = pq.PollingStatus.FAILED
             try:
                 async with asyncio.timeout(self.connect_seconds):
-                    while pgconn is not None and (status := pgconn.connect_poll()) in _POLLING:
+                    while (
+                        pgconn is not None
+                        and (status := pq.PollingStatus(pgconn.connect_poll())) in _POLLING
+                    ):
                         await self._wait_for_socket(pgconn.socket, status)
                 if pgconn is not None and status == pq.PollingStatus.OK:
                     connected, pgconn = pgconn, None

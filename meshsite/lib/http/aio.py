@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from .base import (
     AddressCheck,
@@ -183,7 +184,8 @@ class AiohttpClient:
         try:
             raw = await self._session.request(
                 method,
-                url,
+                # As given: yarl would otherwise re-quote the path (Bedrock signs it quoted).
+                URL(url, encoded=True),
                 data=content,
                 headers=self._header_dict(headers),
                 allow_redirects=False,

@@ -118,3 +118,19 @@ async def _busy() -> bytes:
 def test_an_unknown_implementation_is_refused():
     with pytest.raises(ValueError):
         http.client(implementation="curl")
+
+
+def test_the_path_is_sent_as_given_not_requoted(implementation):
+    """A signed request (Bedrock's SigV4) signs its quoted path: it must leave unchanged."""
+
+    async def scenario():
+        async with Upstream(keep_alive(echo)) as upstream:
+            client = http.client(implementation=implementation)
+            url = upstream.url.replace("/v1/chat/completions", "/model/a.b-v1%3A0/converse")
+            try:
+                await client.request("POST", url, content=b"x")
+            finally:
+                await client.aclose()
+            return upstream.requests[0][0]
+
+    assert run(scenario()).startswith(b"POST /model/a.b-v1%3A0/converse HTTP/1.1\r\n")

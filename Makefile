@@ -10,7 +10,7 @@ export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 # The demo connection points at the simulator `make run` starts, wherever SIM_PORT puts it.
 export MESHGATE_SIMULATOR_URL ?= http://$(HOST):$(SIM_PORT)
 
-.PHONY: install run test mutate browser lint format check bench bench-peers bench-ab-redis keys demo clean
+.PHONY: install run test mutate browser lint format check bench bench-peers bench-ab bench-ab-redis keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -108,6 +108,10 @@ bench: install keys
 # and wrk if missing, writes bench/RESULTS.md. `make bench-peers BENCH_ARGS=--quick` for a smoke run.
 bench-peers: install keys
 	$(PY) bench/peers.py $(BENCH_ARGS)
+
+# Each home-made mechanism against its library, A/B alternated through the whole gateway (issue 17).
+bench-ab: install keys
+	$(PY) bench/ab.py $(BENCH_ARGS)
 
 # Quotas' Redis client, home-made against redis-py + hiredis, alternating runs (issue 17; figures
 # in docs/PERFORMANCE.md). `make bench-ab-redis BENCH_ARGS='--rounds 5 --stream'`.

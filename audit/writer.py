@@ -23,48 +23,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 
-from .models import CallRecord
+from . import batched
+from .ops import AuditUnavailable, Op
+from .statements import COMPLETION_FIELDS, insert_rows, statements, update_rows
 
 if TYPE_CHECKING:
     from .loopwriter import LoopWriter
 
 logger = logging.getLogger(__name__)
 
-# Fields a completion sets: every completion sets all of them, so one bulk_update covers a batch.
-COMPLETION_FIELDS = (
-    "outcome",
-    "status_code",
-    "error_message",
-    "first_token_at",
-    "ended_at",
-    "latency_ms",
-    "ttft_ms",
-    "attempts",
-    "llm_id",
-    "connection_id",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "tokens_estimated",
-    "cost",
-    "input_price",
-    "output_price",
-    "cached_input_price",
-    "response_body",
-)
 _MAX_BATCH = 1000
 LAZY_SECONDS = 0.005  # how long a completion may wait to share an insert's commit
 SPOOL_RETRY_SECONDS = 1.0  # how often the spool is tried while the database is away
@@ -72,29 +48,10 @@ _WAKE = object()  # queued when completions arrive, so the writer starts its sho
 _TICK = object()  # the short wait ended with no insert
 
 
-class AuditUnavailable(Exception):
-    """The record could not be written: the call must not go upstream."""
-
-
-@dataclass
-class _Op:
-    kind: str  # "insert", "update", "touch" or "flush"
-    fields: dict[str, Any]
-    pk: int | None = None
-    future: asyncio.Future | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    error: BaseException | None = field(default=None, repr=False)
-    done: threading.Event | None = None  # for a sync caller waiting (`drain`)
-    alone: bool = False  # the loop writer retries it in a group of its own
-    # Sent on a connection that broke before its answer came: PostgreSQL may have
-    # committed it. Its retry then takes the committed record instead of failing on it.
-    resumed: bool = False
-
-
 class AuditWriter:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._lazy: collections.deque[_Op] = collections.deque()  # completions and touches
+        self._queue: queue.SimpleQueue[Op | None] = queue.SimpleQueue()
+        self._lazy: collections.deque[Op] = collections.deque()  # completions and touches
         self._lazy_signalled = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -131,7 +88,8 @@ class AuditWriter:
         """
         if self._loop_writer is not None:
             return
-        from .loopwriter import LoopWriter, SQLiteLoopWriter
+        from .loopwriter import LoopWriter
+        from .sqlitewriter import SQLiteLoopWriter
 
         kind = {"postgresql": LoopWriter, "sqlite": SQLiteLoopWriter}.get(connection.vendor)
         if kind is None:
@@ -162,7 +120,7 @@ class AuditWriter:
             return None
         return loop_writer if running is loop_writer.loop else None
 
-    def _fallback(self, op: _Op) -> None:
+    def _fallback(self, op: Op) -> None:
         """Take over an op the loop writer could not write (its connection broke)."""
         if op.kind == "insert":
             self.start()
@@ -184,11 +142,11 @@ class AuditWriter:
         """
         loop_writer = self._on_loop()
         if loop_writer is not None:
-            op = _Op("insert", fields, loop=loop_writer.loop)
+            op = Op("insert", fields, loop=loop_writer.loop)
             op.future = loop_writer.loop.create_future()
             loop_writer.submit(op)
             return op.future
-        op = _Op("insert", fields)
+        op = Op("insert", fields)
         self._enqueue(op)
         return op.future
 
@@ -199,7 +157,7 @@ class AuditWriter:
         exists. A failure is logged; the record then stays "interrupted", which is
         what an auditor should see. `stop()` (process shutdown) writes what is queued.
         """
-        self._later(_Op("update", fields, pk=pk))
+        self._later(Op("update", fields, pk=pk))
 
     async def flush(self) -> None:
         """Wait until everything queued before this call is written."""
@@ -208,7 +166,7 @@ class AuditWriter:
             await loop_writer.idle()
             if self._thread is None or not self._thread.is_alive():
                 return  # nothing is queued for a thread that never started
-        await self._submit(_Op("flush", {}))
+        await self._submit(Op("flush", {}))
 
     def drain(self, timeout: float = 10.0) -> None:
         """Block until everything queued before this call is written (sync code, tests)."""
@@ -221,7 +179,7 @@ class AuditWriter:
         thread = self._thread
         if thread is None or not thread.is_alive():
             return
-        op = _Op("flush", {}, done=threading.Event())
+        op = Op("flush", {}, done=threading.Event())
         self._queue.put(op)
         op.done.wait(timeout)
 
@@ -239,18 +197,19 @@ class AuditWriter:
         self.start()
         self._queue.put(_WAKE)
 
-    def touch_key(self, api_key_id: int, when: datetime) -> None:
-        """Record an API key's last use, fire and forget (a plain UPDATE, no signal)."""
-        self._later(_Op("touch", {"api_key_id": api_key_id, "when": when}))
+    def later(self, name: str, item: Any) -> None:
+        """Hand an item to a batched write another app registered (`audit.batched`), fire
+        and forget: written with the next batch, nobody waits for it."""
+        self._later(Op("batched", {"name": name, "item": item}))
 
-    def _later(self, op: _Op) -> None:
+    def _later(self, op: Op) -> None:
         loop_writer = self._on_loop()
         if loop_writer is not None:
             loop_writer.submit(op)
             return
         self._queue_later(op)
 
-    def _queue_later(self, op: _Op) -> None:
+    def _queue_later(self, op: Op) -> None:
         """Queue a write nobody waits for: it rides with the next insert's commit, or is
         written within LAZY_SECONDS. At one call at a time that is one commit per call
         instead of two, and the next call's insert does not queue behind a completion."""
@@ -260,13 +219,13 @@ class AuditWriter:
             self._lazy_signalled = True
             self._queue.put(_WAKE)
 
-    async def _submit(self, op: _Op) -> Any:
+    async def _submit(self, op: Op) -> Any:
         self._enqueue(op)
         # Shielded: a caller cancelled by a client disconnect must not lose its write,
         # and the thread resolves the future whatever happens to the caller.
         return await asyncio.shield(op.future)
 
-    def _enqueue(self, op: _Op) -> None:
+    def _enqueue(self, op: Op) -> None:
         self.start()
         op.loop = asyncio.get_running_loop()
         op.future = op.loop.create_future()
@@ -311,7 +270,7 @@ class AuditWriter:
         finally:
             connection.close()
 
-    def _write(self, batch: list[_Op]) -> None:
+    def _write(self, batch: list[Op]) -> None:
         try:
             self._write_batch(batch)
             self.batches += 1
@@ -340,7 +299,7 @@ class AuditWriter:
         self._spool_retry_at = time.monotonic() + SPOOL_RETRY_SECONDS
         count = min(len(self._spool), _MAX_BATCH)
         # Resumed inserts: a record committed after all is taken, not written twice.
-        ops = [_Op("insert", self._spool[index], resumed=True) for index in range(count)]
+        ops = [Op("insert", self._spool[index], resumed=True) for index in range(count)]
         try:
             self._write_batch(ops)
             written = count
@@ -372,23 +331,30 @@ class AuditWriter:
             )
             self.spool_written = self.spool_dropped = 0
 
-    def _write_batch(self, batch: list[_Op]) -> None:
+    def _write_batch(self, batch: list[Op]) -> None:
         inserts = [op for op in batch if op.kind == "insert"]
         updates = [op for op in batch if op.kind == "update"]
-        touches = [op for op in batch if op.kind == "touch"]
+        others = batched.rows_by_write(
+            [(op.fields["name"], op.fields["item"]) for op in batch if op.kind == "batched"],
+            connection.vendor,
+        )
+        # Rows the loop writer had made of batched items before handing them over.
+        others += [(op.fields["name"], op.fields["row"]) for op in batch if op.kind == "row"]
         if connection.vendor == "postgresql":
-            self._write_postgresql(inserts, updates, touches)
+            self._write_postgresql(inserts, updates, others)
             return
         with transaction.atomic():
             if inserts:
                 self._insert_many(inserts)
             if updates:
                 self._update_many(updates)
-            if touches:
-                self._touch(touches)
+            if others:
+                self._write_others(others)
 
     @staticmethod
-    def _write_postgresql(inserts: list[_Op], updates: list[_Op], touches: list[_Op]) -> None:
+    def _write_postgresql(
+        inserts: list[Op], updates: list[Op], others: list[tuple[str, list[Any]]]
+    ) -> None:
         """The whole batch in one round trip: BEGIN, the statements, COMMIT, pipelined.
 
         Django's transaction would send BEGIN with the first statement and COMMIT
@@ -403,7 +369,7 @@ class AuditWriter:
         connection.ensure_connection()
         raw = connection.connection
         raw.autocommit = True  # BEGIN and COMMIT are ours
-        sql = _statements(connection.vendor)
+        sql = statements(connection.vendor)
         with (
             raw.pipeline(),
             psycopg.Cursor(raw) as control,
@@ -411,7 +377,7 @@ class AuditWriter:
             psycopg.Cursor(raw) as resumed,
             psycopg.Cursor(raw) as other,
         ):
-            # A resumed insert (see _Op.resumed) takes its committed record, if there is one.
+            # A resumed insert (see Op.resumed) takes its committed record, if there is one.
             openings = (
                 (opened, sql.insert_sql(1), [op for op in inserts if not op.resumed]),
                 (resumed, sql.insert_resumed_sql, [op for op in inserts if op.resumed]),
@@ -419,11 +385,11 @@ class AuditWriter:
             control.execute("BEGIN")
             for cursor, statement, ops in openings:
                 if ops:
-                    cursor.executemany(statement, _insert_rows(sql, ops), returning=True)
+                    cursor.executemany(statement, insert_rows(sql, ops), returning=True)
             if updates:
-                other.executemany(sql.update_sql, _update_rows(sql, updates))
-            if touches:
-                other.executemany(sql.touch_sql, _touch_rows(sql, touches))
+                other.executemany(sql.update_sql, update_rows(sql, updates))
+            for name, row in others:
+                other.execute(batched.get(name).statement(connection.vendor), row)
             control.execute("COMMIT")
             for cursor, _statement, ops in openings:
                 for op in ops:
@@ -431,13 +397,13 @@ class AuditWriter:
                     cursor.nextset()
 
     @staticmethod
-    def _insert_many(inserts: list[_Op]) -> None:
+    def _insert_many(inserts: list[Op]) -> None:
         """Multi-row INSERT ... RETURNING, without building a model instance per row
         (SQLite; PostgreSQL runs one prepared single-row statement per record, see
         `_write_postgresql`: a multi-row statement is longer than psycopg caches, so
         it would be parsed anew in Python for every batch)."""
-        sql = _statements(connection.vendor)
-        rows = _insert_rows(sql, inserts)
+        sql = statements(connection.vendor)
+        rows = insert_rows(sql, inserts)
         # SQLite allows 32,766 parameters a statement; stay well below.
         per_statement = max(1, 20_000 // len(rows[0]))
         with connection.cursor() as cursor:
@@ -450,22 +416,22 @@ class AuditWriter:
                     op.pk = ids[op.fields["request_id"]]
 
     @staticmethod
-    def _update_many(updates: list[_Op]) -> None:
+    def _update_many(updates: list[Op]) -> None:
         """One prepared UPDATE run for every completion (`executemany`).
 
         Django's bulk_update builds a CASE WHEN per field and row: at 200 rows it
         spends seconds composing SQL. One parameterised statement, executed for many
         rows, is what the database is good at.
         """
-        sql = _statements(connection.vendor)
+        sql = statements(connection.vendor)
         with connection.cursor() as cursor:
-            cursor.executemany(sql.update_sql, _update_rows(sql, updates))
+            cursor.executemany(sql.update_sql, update_rows(sql, updates))
 
     @staticmethod
-    def _touch(touches: list[_Op]) -> None:
-        sql = _statements(connection.vendor)
+    def _write_others(others: list[tuple[str, list[Any]]]) -> None:
         with connection.cursor() as cursor:
-            cursor.executemany(sql.touch_sql, _touch_rows(sql, touches))
+            for name, row in others:
+                cursor.execute(batched.get(name).statement(connection.vendor), row)
 
     @staticmethod
     def _reset_connection() -> None:
@@ -477,7 +443,7 @@ class AuditWriter:
             logger.debug("audit: closing a broken connection failed", exc_info=True)
 
     @staticmethod
-    def _resolve(op: _Op) -> None:
+    def _resolve(op: Op) -> None:
         if op.done is not None:
             op.done.set()
         if op.future is None or op.loop is None:
@@ -512,199 +478,6 @@ def _on(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-# --- statements and value adaptation, built once per database vendor ---------------------------
-
-# Field types whose database value is the Python value itself (ints, strings, booleans):
-# Django's get_db_prep_save would only call through several layers to return it unchanged.
-_AS_IS = (
-    models.IntegerField,  # and its small, big and positive kinds
-    models.CharField,
-    models.TextField,
-    models.BooleanField,
-)
-
-
-@dataclass
-class _Statements:
-    """The writer's SQL and value adapters for one database vendor, built once."""
-
-    insert: list[tuple[models.Field, Any]]  # (field, adapter) per inserted column
-    update: list[tuple[models.Field, Any]]  # ... per COMPLETION_FIELDS column
-    insert_head: str  # INSERT INTO ... (columns) VALUES
-    insert_row: str  # (%s, ...)
-    insert_returning: str
-    insert_resumed_sql: str  # one row; on its request id's conflict, the existing row's id
-    update_sql: str
-    touch_sql: str
-    touch_field: models.Field
-
-    def insert_sql(self, rows: int) -> str:
-        return f"{self.insert_head}{', '.join([self.insert_row] * rows)} {self.insert_returning}"
-
-
-_statements_by_vendor: dict[str, _Statements] = {}
-
-
-def _statements(vendor: str) -> _Statements:
-    found = _statements_by_vendor.get(vendor)
-    if found is None:
-        found = _statements_by_vendor[vendor] = _build_statements(vendor)
-    return found
-
-
-def _build_statements(vendor: str) -> _Statements:
-    from django.apps import apps
-
-    meta = CallRecord._meta
-    quote = connection.ops.quote_name
-    insert = [(f, _preparer(f, vendor)) for f in meta.concrete_fields if not f.primary_key]
-    update = [(f, _preparer(f, vendor)) for f in map(meta.get_field, COMPLETION_FIELDS)]
-    table, pk = quote(meta.db_table), quote(meta.pk.column)
-    columns = ", ".join(quote(field.column) for field, _ in insert)
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field, _ in update)
-    # Looked up by name: audit does not import the gateway (see ARCHITECTURE.md). A plain
-    # UPDATE, not .save(): a save fires the signal that flushes every worker's keys.
-    key_meta = apps.get_model("gateway", "ApiKey")._meta
-    touch_field = key_meta.get_field("last_used_at")
-    # Only the models' own table and column names are interpolated; every value is a parameter.
-    insert_head = f"INSERT INTO {table} ({columns}) VALUES "  # noqa: S608
-    insert_row = "(" + ", ".join(["%s"] * len(insert)) + ")"
-    insert_returning = f"RETURNING {pk}, {quote('request_id')}"
-    return _Statements(
-        insert=insert,
-        update=update,
-        insert_head=insert_head,
-        insert_row=insert_row,
-        insert_returning=insert_returning,
-        # Request ids are the gateway's own and unique per call: a conflict on one is
-        # this call's record, committed before its connection broke. The no-op update
-        # makes RETURNING give that row (DO NOTHING would return none).
-        insert_resumed_sql=(
-            f"{insert_head}{insert_row} ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
-            f"{quote('request_id')} = EXCLUDED.{quote('request_id')} {insert_returning}"
-        ),
-        update_sql=f"UPDATE {table} SET {assignments} WHERE {pk} = %s",  # noqa: S608
-        # Only ever forward in time (writes may land out of order), and no row
-        # rewritten when the time is not newer.
-        touch_sql=(
-            f"UPDATE {quote(key_meta.db_table)} SET {quote(touch_field.column)} = %s "  # noqa: S608
-            f"WHERE {quote(key_meta.pk.column)} = %s AND ({quote(touch_field.column)} IS NULL "
-            f"OR {quote(touch_field.column)} < %s)"
-        ),
-        touch_field=touch_field,
-    )
-
-
-def _pg_json_text(value: Any) -> str:
-    return json_bytes(value).decode()
-
-
-def _json_text(value: Any) -> str:
-    """JSON as Django's JSONField would store it, with orjson (several times faster)."""
-    try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        return json.dumps(value)
-
-
-def json_bytes(value: Any) -> bytes:
-    """JSON for PostgreSQL's jsonb, which cannot hold a NUL character (\\u0000): a call
-    whose prompt holds one is still recorded, with U+FFFD in its place."""
-    try:
-        dumped = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        dumped = json.dumps(value).encode()
-    if b"\\u0000" in dumped:
-        return json_bytes(_without_nul(value))
-    return dumped
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_without_nul(item) for item in value]
-    return value
-
-
-def text_without_nul(value: Any) -> Any:
-    """PostgreSQL's text cannot hold NUL either: U+FFFD in its place."""
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
-
-
-def _preparer(field: models.Field, vendor: str):
-    """A function from a Python value to the value the driver is given for `field`."""
-    if isinstance(field, models.JSONField) and field.encoder is None:
-        if vendor == "postgresql":
-            from psycopg.types.json import Jsonb
-
-            return lambda value: None if value is None else Jsonb(value, dumps=_pg_json_text)
-        return lambda value: None if value is None else _json_text(value)
-    if isinstance(field, models.CharField | models.TextField) and vendor == "postgresql":
-        return text_without_nul
-    if isinstance(field, _AS_IS) and not field.is_relation:
-        return _identity
-    if isinstance(field, models.GenericIPAddressField):
-        # An IPv4 address is stored as given; IPv6 ones are normalized by Django.
-        def prepare_ip(value: Any) -> Any:
-            if value is None or (isinstance(value, str) and ":" not in value):
-                return value or None
-            return field.get_db_prep_save(value, connection)
-
-        return prepare_ip
-    if isinstance(field, models.ForeignKey) and isinstance(field.target_field, models.AutoField):
-        return _identity
-    return lambda value: field.get_db_prep_save(value, connection)
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-def _insert_rows(statements: _Statements, inserts: list[_Op]) -> list[list[Any]]:
-    rows = []
-    for op in inserts:
-        values = op.fields
-        rows.append(
-            [
-                prepare(values[field.attname] if field.attname in values else field.get_default())
-                for field, prepare in statements.insert
-            ]
-        )
-    return rows
-
-
-def _update_rows(statements: _Statements, updates: list[_Op]) -> list[list[Any]]:
-    rows = []
-    for op in updates:
-        values = op.fields
-        row = [prepare(values.get(field.attname)) for field, prepare in statements.update]
-        row.append(op.pk)
-        rows.append(row)
-    return rows
-
-
-def latest_touches(touches: list[_Op]) -> list[tuple[int, datetime]]:
-    """(key id, latest use) once per key, in key order: two writers touching the same
-    keys then lock their rows in the same order and cannot deadlock."""
-    latest: dict[int, datetime] = {}
-    for op in touches:
-        key_id, when = op.fields["api_key_id"], op.fields["when"]
-        latest[key_id] = max(when, latest.get(key_id, when))
-    return sorted(latest.items())
-
-
-def _touch_rows(statements: _Statements, touches: list[_Op]) -> list[list[Any]]:
-    field = statements.touch_field
-    rows = []
-    for key_id, latest in latest_touches(touches):
-        when = field.get_db_prep_save(latest, connection)
-        rows.append([when, key_id, when])
-    return rows
-
-
 writer = AuditWriter()
+
+__all__ = ["COMPLETION_FIELDS", "AuditUnavailable", "AuditWriter", "writer"]

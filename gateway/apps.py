@@ -6,4 +6,6 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401
+        from . import lastused, signals  # noqa: F401
+
+        lastused.register()

@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from audit.writer import writer
 from connections import versioning
 
 from .errors import unauthorized
+from .lastused import apikey_touch
 from .lookups import db_lookup
 from .models import KEY_PREFIX
 from .service import Principal
@@ -124,7 +124,7 @@ def _touch(api_key_id: int | None, now: float) -> None:
     if len(_touched) >= _MAX_ENTRIES:
         _touched.clear()
     _touched[api_key_id] = now
-    writer.touch_key(api_key_id, datetime.now(UTC))
+    apikey_touch(api_key_id, datetime.now(UTC))
 
 
 def clear() -> None:

@@ -56,6 +56,7 @@ def run_attached(writer: AuditWriter, body, loop_factory=None, attach=None):
 
 def test_inserts_completions_and_key_touches_are_written_in_a_few_groups(writer, cast):
     from gateway.keys import apikey_create
+    from gateway.lastused import apikey_touch
     from gateway.models import ApiKey
 
     api_key, _ = apikey_create(owner=cast.alice, department=cast.marketing, purpose="loop")
@@ -74,7 +75,7 @@ def test_inserts_completions_and_key_touches_are_written_in_a_few_groups(writer,
             )
         )
         writer.complete(pk, closing(latency_ms=index, cost=Decimal("0.0000123456")))
-        writer.touch_key(api_key.pk, latest - timedelta(seconds=index))
+        apikey_touch(api_key.pk, latest - timedelta(seconds=index), writer=writer)
         return pk
 
     async def body(loop_writer):

@@ -105,11 +105,12 @@ def test_one_failing_insert_does_not_sink_the_others_in_its_batch(writer):
 
 def test_a_keys_last_use_is_a_queryset_update(writer, cast):
     from gateway.keys import apikey_create
+    from gateway.lastused import apikey_touch
     from gateway.models import ApiKey
 
     api_key, _ = apikey_create(owner=cast.alice, department=cast.marketing, purpose="touch")
     when = datetime.now(UTC) - timedelta(seconds=5)
-    writer.touch_key(api_key.pk, when)
+    apikey_touch(api_key.pk, when, writer=writer)
     asyncio.run(writer.insert(opening()))  # the touch is written with (or before) this batch
     assert ApiKey.objects.get(pk=api_key.pk).last_used_at == when
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .http import AddressRefused
+from meshsite.lib.http import AddressRefused
 
 # Cloud metadata services: never a valid upstream, whatever the settings.
 METADATA_NETWORKS = [

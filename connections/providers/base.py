@@ -3,7 +3,7 @@
 An adapter is built once per connection version from a `ConnectionConfig`
 (decrypted secrets held in memory only) and reused across calls. On the hot
 path it speaks the provider's wire protocol over one pooled `http.HTTPClient`
-(see `connections.providers.http`) and returns OpenAI-shaped results; off the
+(see `meshsite.lib.http`) and returns OpenAI-shaped results; off the
 hot path (discovery, connection tests) it may use the provider's official SDK.
 
 Every failure an adapter reports is a `ProviderError`, whose `retryable` flag

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import permissions, serializers
@@ -34,7 +35,7 @@ def require(*perms: str) -> type[permissions.BasePermission]:
     """A permission class demanding every one of `perms` (for actions beyond CRUD)."""
 
     class Required(permissions.BasePermission):
-        def has_permission(self, request: Request, view) -> bool:
+        def has_permission(self, request: Request, view: object) -> bool:
             user = request.user
             return bool(user and user.is_authenticated and user.has_perms(perms))
 
@@ -54,7 +55,7 @@ def service_errors() -> Iterator[None]:
 class StrictFieldsMixin:
     """Refuse input fields that are read-only or unknown rather than silently dropping them."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Any:
         if hasattr(data, "keys"):
             fields = self.fields  # type: ignore[attr-defined]
             writable = {name for name, field in fields.items() if not field.read_only}

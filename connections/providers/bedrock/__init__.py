@@ -2,7 +2,7 @@
 
 Hot path: requests are signed with botocore's SigV4 signer (service `bedrock`,
 credentials from the connection's secrets, or the host's AWS credential chain
-when none are set) and sent over one pooled `http.HTTPClient` to
+when none are set) and sent over one pooled `http.Client` to
 `https://bedrock-runtime.{region}.amazonaws.com`, or the connection's base URL.
 ConverseStream's event-stream frames are decoded with botocore's parser and
 re-emitted as OpenAI `chat.completion.chunk` frames.
@@ -39,8 +39,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from meshsite.lib import http
+
 from ...validators import AWS_REGION
-from .. import http
 from ..addresses import guard_botocore_client, refused_cause
 from ..base import Adapter, DiscoveredModel, ProviderError, Result, Stream, Usage
 from ..openai import (

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from botocore.eventstream import EventStreamBuffer, ParserError
 
-from .. import http
+from meshsite.lib import http
+
 from ..base import ProviderError, Stream, Usage
 from ..openai import malformed_error, stream_broken, stream_failure
 from .translate import FINISH_REASONS, usage_json, usage_of

@@ -1,6 +1,6 @@
 """OpenAI and OpenAI-compatible servers (vLLM, TGI, Ollama, ...): the reference adapter.
 
-Hot path: one pooled `http.HTTPClient` per adapter (`connections.providers.http`);
+Hot path: one pooled `http.Client` per adapter (`meshsite.lib.http`);
 the request body is sent on with `model` replaced by the provider's name and the
 upstream bytes come back as they are. Only usage (and, for streams, the assembled message) is read.
 Streams always ask the upstream for usage (`stream_options.include_usage`); the
@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 import openai
 import orjson
 
-from .. import http
+from meshsite.lib import http
+
 from ..addresses import guarded_httpx_client, refused_cause
 from ..base import Adapter, ConnectionConfig, DiscoveredModel, ProviderError, Result, Stream, Usage
 from .errors import (
@@ -118,7 +119,7 @@ class OpenAIAdapter(Adapter):
     def _url(self, model: str, operation: str) -> str:
         return f"{self.base_url}/{operation}"
 
-    def _http_client(self) -> http.HTTPClient:
+    def _http_client(self) -> http.Client:
         if not self.base_url:
             raise ProviderError("This connection has no base URL.", status=500)
         return self._pool.get()

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .. import http
+from meshsite.lib import http
+
 from ..base import ConnectionConfig, ProviderError
 
 MAX_MESSAGE = 300
@@ -180,7 +181,7 @@ def malformed_error(what: str = "response") -> ProviderError:
 
 
 async def post_checked(
-    client: http.HTTPClient,
+    client: http.Client,
     url: str,
     body: bytes,
     headers: list[tuple[bytes, bytes]],

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+from meshsite.lib import http
+
 from ..addresses import checked_addresses
 from ..base import ConnectionConfig
-from ..http import HTTPClient
 
 
 class PooledClients:
-    """One pooled `HTTPClient` per event loop (its connections belong to their loop).
+    """One pooled upstream client (`meshsite.lib.http`) per event loop (its connections
+    belong to their loop).
 
     The gateway has one loop per process, so one client; code that runs calls in
     short-lived loops (`async_to_sync`, tests) gets its own client there, without
@@ -20,16 +22,16 @@ class PooledClients:
 
     def __init__(self, config: ConnectionConfig) -> None:
         self._config = config
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HTTPClient] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, http.Client] = (
             weakref.WeakKeyDictionary()
         )
 
-    def get(self) -> HTTPClient:
+    def get(self) -> http.Client:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
             timeout = self._config.timeout_seconds
-            client = self._clients[loop] = HTTPClient(
+            client = self._clients[loop] = http.client(
                 timeout=timeout,
                 connect_timeout=min(10.0, timeout),
                 # Sized for hundreds of concurrent streams: a smaller pool would queue them.

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from .. import http
+from meshsite.lib import http
+
 from ..base import ConnectionConfig, ProviderError, Stream, Usage
 from .errors import (
     malformed_error,

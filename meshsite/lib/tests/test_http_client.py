@@ -1,4 +1,4 @@
-"""The adapters' lean HTTP/1.1 client (`connections.providers.http`) against real servers.
+"""The adapters' lean HTTP/1.1 client (`meshsite.lib.http`) against real servers.
 
 Edge cases are hand-written HTTP/1.1 on `asyncio.start_server` sockets in the test's own
 loop, so each test controls every byte and counts the connections it accepts; a real
@@ -20,8 +20,8 @@ import zlib
 
 import pytest
 
-from connections.providers import http
-from connections.providers.http import (
+from meshsite.lib import http
+from meshsite.lib.http import (
     HIGH_WATER,
     ClosedBeforeAnswer,
     ConnectError,

@@ -36,6 +36,7 @@ import orjson
 from django.conf import settings
 from django.db import connection, models, transaction
 
+from .fields import COMPLETION_FIELDS
 from .models import CallRecord
 
 if TYPE_CHECKING:
@@ -43,28 +44,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Fields a completion sets: every completion sets all of them, so one bulk_update covers a batch.
-COMPLETION_FIELDS = (
-    "outcome",
-    "status_code",
-    "error_message",
-    "first_token_at",
-    "ended_at",
-    "latency_ms",
-    "ttft_ms",
-    "attempts",
-    "llm_id",
-    "connection_id",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "tokens_estimated",
-    "cost",
-    "input_price",
-    "output_price",
-    "cached_input_price",
-    "response_body",
-)
 _MAX_BATCH = 1000
 LAZY_SECONDS = 0.005  # how long a completion may wait to share an insert's commit
 SPOOL_RETRY_SECONDS = 1.0  # how often the spool is tried while the database is away

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from audit.writer import writer
 from connections import versioning
 
+from .call import Principal
 from .errors import unauthorized
 from .lookups import db_lookup
 from .models import KEY_PREFIX
-from .service import Principal
 
 _MAX_ENTRIES = 100_000
 _NEGATIVE_SECONDS = 5.0

@@ -22,16 +22,16 @@ from audit.writer import AuditUnavailable
 from connections.providers.base import Usage
 from connections.tokens import estimate_prompt_tokens
 
-from . import catalog, doors
+from . import catalog, doors, stages
 from .call import Call, Principal, Reply, now
 from .errors import GatewayError, internal
-from .stages import STAGES, finish, log_internal
+from .stages import finish, log_internal
 
 
 async def serve(call: Call) -> Reply:
     """Run the call through its stages; the reply its door sends (a refusal included)."""
     try:
-        for stage in STAGES:
+        for stage in stages.STAGES:
             await stage(call)
             if call.reply is not None:  # a stage answered
                 break

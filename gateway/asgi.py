@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from audit.outcome import Outcome
 from audit.writer import writer
 from connections import versioning
 
@@ -144,7 +145,10 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise GatewayError(
-                    400, "The client went away.", code="disconnected", outcome="client_disconnected"
+                    400,
+                    "The client went away.",
+                    code="disconnected",
+                    outcome=Outcome.CLIENT_DISCONNECTED,
                 )
             chunk = message.get("body", b"")
             size += len(chunk)

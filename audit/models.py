@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from .money import MoneyField
+from .outcome import Outcome
 from .querysets import CallRecordQuerySet, ChargebackReportQuerySet, UsageRollupQuerySet
 
 MONEY = {"max_digits": 18, "decimal_places": 10, "default": Decimal("0")}
@@ -28,19 +29,7 @@ class CallRecord(models.Model):
     when the call ends, so a crash leaves an interrupted record, never none.
     """
 
-    class Outcome(models.TextChoices):
-        OK = "ok", "OK"
-        INVALID_REQUEST = "invalid_request", "Invalid request"
-        UNAUTHORIZED = "unauthorized", "Unauthorized"
-        FORBIDDEN = "forbidden", "Forbidden"
-        NOT_FOUND = "not_found", "Model not found"
-        BUDGET_EXCEEDED = "budget_exceeded", "Budget exceeded"
-        RATE_LIMITED = "rate_limited", "Rate limited"
-        UPSTREAM_ERROR = "upstream_error", "Upstream error"
-        TIMEOUT = "timeout", "Timeout"
-        CLIENT_DISCONNECTED = "client_disconnected", "Client disconnected"
-        INTERNAL_ERROR = "internal_error", "Internal error"
-        INTERRUPTED = "interrupted", "Interrupted (in progress or crashed)"
+    Outcome = Outcome  # audit.outcome: the one enum of how a call ended
 
     request_id = models.CharField(max_length=64)  # unique: see Meta.constraints
     started_at = models.DateTimeField()

@@ -14,31 +14,9 @@ from typing import Any
 import orjson
 from django.db import connection, models
 
+from .fields import COMPLETION_FIELDS
 from .models import CallRecord
 from .ops import Op
-
-# Fields a completion sets: every completion sets all of them, so one statement covers a batch.
-COMPLETION_FIELDS = (
-    "outcome",
-    "status_code",
-    "error_message",
-    "first_token_at",
-    "ended_at",
-    "latency_ms",
-    "ttft_ms",
-    "attempts",
-    "llm_id",
-    "connection_id",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "tokens_estimated",
-    "cost",
-    "input_price",
-    "output_price",
-    "cached_input_price",
-    "response_body",
-)
 
 # Field types whose database value is the Python value itself (ints, strings, booleans):
 # Django's get_db_prep_save would only call through several layers to return it unchanged.

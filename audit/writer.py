@@ -33,8 +33,9 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from . import batched
+from .fields import COMPLETION_FIELDS
 from .ops import AuditUnavailable, Op
-from .statements import COMPLETION_FIELDS, insert_rows, statements, update_rows
+from .statements import insert_rows, statements, update_rows
 
 if TYPE_CHECKING:
     from .loopwriter import LoopWriter

@@ -12,10 +12,13 @@ is over costs nobody a call), and a database still away raises `DatabaseUnavaila
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 
 logger = logging.getLogger(__name__)
@@ -60,3 +63,15 @@ def run_guarded(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> 
             logger.warning("database: unreachable (%s)", type(exc).__name__)
             raise DatabaseUnavailable from None
     raise AssertionError("unreachable")
+
+
+async def lookup(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`function(*args, **kwargs)` in asgiref's database thread, guarded (`run_guarded`) and
+    bounded by MESHGATE_AUDIT_WAIT_SECONDS: DatabaseUnavailable if the database is away or does
+    not answer in time, so a database that stopped answering costs a call a refusal, not a hang.
+    """
+    try:
+        async with asyncio.timeout(settings.MESHGATE_AUDIT_WAIT_SECONDS):
+            return await sync_to_async(run_guarded)(function, *args, **kwargs)
+    except TimeoutError:
+        raise DatabaseUnavailable from None

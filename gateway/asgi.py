@@ -19,23 +19,18 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from audit.outcome import Outcome
 from audit.writer import writer
 from connections import versioning
+from meshsite.lib.ids import unique_hex
 
-from . import auth, clients, service
-from . import directory as catalog  # was gateway/catalog.py (alias until rewritten)
-from .errors import GatewayError, error_body
-from .ids import unique_hex
+from . import auth, clients, directory, doors, pipeline
+from .call import Call, Principal, Reply
+from .errors import GatewayError, error_body, model_not_found
 
 logger = logging.getLogger(__name__)
 
-CALL_ROUTES = {
-    "/v1/chat/completions": "chat.completions",
-    "/v1/embeddings": "embeddings",
-    # Task endpoints, served by local Hugging Face models (connections/providers/huggingface).
-    "/v1/classifications": "classifications",
-    "/v1/summaries": "summaries",
-}
+CALL_ROUTES = doors.ROUTES
 
 
 # Every /v1/ answer, errors and streams included: a browser must never guess a JSON or SSE
@@ -66,7 +61,7 @@ class GatewayApp:
                 versioning.start_refresher()
                 try:
                     # Keys and the catalog are loaded (and adapters imported) before the first call.
-                    await catalog.snapshot()
+                    await directory.snapshot()
                 except Exception:
                     logger.warning("gateway: the catalog could not be loaded at startup")
                 await send({"type": "lifespan.startup.complete"})
@@ -89,29 +84,18 @@ class GatewayApp:
         client_ip = client[0] if client else None
         user_agent = headers.get(b"user-agent", b"").decode("latin-1")
         endpoint = CALL_ROUTES.get(path)
-        refuse = {
-            "request_id": request_id,
-            "client_ip": client_ip,
-            "user_agent": user_agent,
-            "started": started,
-        }
-        body: dict[str, Any] | None = None
+        call = Call.since(
+            request_id, endpoint or path[:40], started, client_ip=client_ip, user_agent=user_agent
+        )
         try:
             if endpoint is not None:
                 if method != "POST":
                     raise _not_allowed()
-                body = await self.read_json(headers, receive)
-                principal = await auth.authenticate(headers.get(b"authorization"))
+                call.body = await self.read_json(headers, receive)
+                call.authorization = headers.get(b"authorization")
                 watch = _ClientWatch(receive)
                 try:
-                    reply = await service.handle(
-                        endpoint,
-                        principal,
-                        body,
-                        request_id=request_id,
-                        client_ip=client_ip,
-                        user_agent=user_agent,
-                    )
+                    reply = await pipeline.serve(call)
                 except asyncio.CancelledError:
                     # The client left: the call was ended and recorded (499); nobody to answer.
                     if watch.ours():
@@ -133,13 +117,11 @@ class GatewayApp:
             else:
                 raise GatewayError(404, f"Unknown path {path[:100]}.", code="not_found")
         except GatewayError as error:
-            # Refused before the service: still one record per request to /v1/.
-            reply = await service.record_refusal(
-                error, endpoint=endpoint or path[:40], body=body, **refuse
-            )
+            # Refused before the pipeline: still one record per request to /v1/.
+            reply = await pipeline.refuse(error, call)
         except Exception as exc:
             logger.error("gateway: internal error before the service: %s", type(exc).__name__)
-            reply = service.error_reply(
+            reply = doors.error_reply(
                 GatewayError(
                     500, f"Internal error (request id {request_id}).", code="internal_error"
                 ),
@@ -163,7 +145,10 @@ class GatewayApp:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise GatewayError(
-                    400, "The client went away.", code="disconnected", outcome="client_disconnected"
+                    400,
+                    "The client went away.",
+                    code="disconnected",
+                    outcome=Outcome.CLIENT_DISCONNECTED,
                 )
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -180,23 +165,17 @@ class GatewayApp:
             raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
         return data
 
-    async def models(
-        self, principal: service.Principal, path: str, request_id: str
-    ) -> service.Reply:
-        items = await service.list_models(principal)
+    async def models(self, principal: Principal, path: str, request_id: str) -> Reply:
+        items = await pipeline.list_models(principal)
         if path == "/v1/models":
-            body = orjson.dumps({"object": "list", "data": items})
-            return service.Reply(200, service._headers(request_id), body=body)
+            return doors.json_reply(request_id, orjson.dumps({"object": "list", "data": items}))
         wanted = path[len("/v1/models/") :]
         for item in items:
             if item["id"] == wanted:
-                return service.Reply(200, service._headers(request_id), body=orjson.dumps(item))
-        from .errors import model_not_found
+                return doors.json_reply(request_id, orjson.dumps(item))
+        return doors.error_reply(model_not_found(wanted), request_id)
 
-        error = model_not_found(wanted)
-        return service.error_reply(error, request_id)
-
-    async def respond(self, reply: service.Reply, receive, send) -> None:
+    async def respond(self, reply: Reply, receive, send) -> None:
         if reply.stream is None:
             body = reply.body or b""
             headers = [*reply.headers, (b"content-length", str(len(body)).encode()), NOSNIFF]
@@ -205,7 +184,7 @@ class GatewayApp:
             return
         await self.pump(reply, _ClientWatch(receive), send)
 
-    async def pump(self, reply: service.Reply, watch: _ClientWatch, send) -> None:
+    async def pump(self, reply: Reply, watch: _ClientWatch, send) -> None:
         """Send the stream's frames as they come; stop it as soon as the client goes away.
 
         The frames are sent from this task, each as soon as the stream yields it (a
@@ -223,7 +202,7 @@ class GatewayApp:
                 async for frame in stream:
                     if ending:  # nothing follows [DONE]; the stream is only run to its end
                         continue
-                    if frame == service.DONE:  # the last frame goes out with the response's end
+                    if frame == doors.DONE:  # the last frame goes out with the response's end
                         ending = True
                         watch.stop()  # a disconnect now is the response's end
                         await send({"type": "http.response.body", "body": frame})

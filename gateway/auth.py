@@ -25,11 +25,11 @@ from datetime import UTC, datetime
 
 from connections import versioning
 
+from .call import Principal
 from .errors import unauthorized
 from .lastused import apikey_touch
 from .lookups import db_lookup
 from .models import KEY_PREFIX
-from .service import Principal
 
 _MAX_ENTRIES = 100_000
 _NEGATIVE_SECONDS = 5.0

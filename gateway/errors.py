@@ -13,7 +13,9 @@ import re
 
 import orjson
 
+from audit.outcome import Outcome
 from connections.providers.base import ProviderError
+from quotas import QuotaExceeded, QuotaUnavailable, error_response
 
 # The `type` OpenAI uses for each status; clients read `code` for the detail.
 _TYPES = {
@@ -32,21 +34,21 @@ _TYPES = {
     504: "timeout_error",
 }
 
-# CallRecord.Outcome values by status (kept as strings: errors must not import the audit models).
+# The record's outcome by status.
 _OUTCOMES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "invalid_request",
-    408: "timeout",
-    413: "invalid_request",
-    422: "invalid_request",
-    429: "rate_limited",
-    500: "internal_error",
-    502: "upstream_error",
-    503: "upstream_error",
-    504: "timeout",
+    400: Outcome.INVALID_REQUEST,
+    401: Outcome.UNAUTHORIZED,
+    403: Outcome.FORBIDDEN,
+    404: Outcome.NOT_FOUND,
+    405: Outcome.INVALID_REQUEST,
+    408: Outcome.TIMEOUT,
+    413: Outcome.INVALID_REQUEST,
+    422: Outcome.INVALID_REQUEST,
+    429: Outcome.RATE_LIMITED,
+    500: Outcome.INTERNAL_ERROR,
+    502: Outcome.UPSTREAM_ERROR,
+    503: Outcome.UPSTREAM_ERROR,
+    504: Outcome.TIMEOUT,
 }
 
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
@@ -68,7 +70,7 @@ class GatewayError(Exception):
         code: str,
         param: str | None = None,
         error_type: str | None = None,
-        outcome: str | None = None,
+        outcome: Outcome | str | None = None,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
@@ -77,7 +79,7 @@ class GatewayError(Exception):
         self.code = code
         self.param = param
         self.error_type = error_type or _TYPES.get(status, "api_error")
-        self.outcome = outcome or outcome_for(status)
+        self.outcome = Outcome(outcome) if outcome else outcome_for(status)
         self.retry_after = retry_after
         # Headers the answer carries besides the body (rate-limit state from admission).
         self.extra_headers: list[tuple[bytes, bytes]] = []
@@ -90,10 +92,10 @@ class GatewayError(Exception):
         return b"data: " + self.body() + b"\n\n"
 
 
-def outcome_for(status: int) -> str:
+def outcome_for(status: int) -> Outcome:
     if status in _OUTCOMES:
         return _OUTCOMES[status]
-    return "upstream_error" if status >= 500 else "invalid_request"
+    return Outcome.UPSTREAM_ERROR if status >= 500 else Outcome.INVALID_REQUEST
 
 
 def error_body(message: str, error_type: str, code: str, param: str | None = None) -> bytes:
@@ -162,6 +164,36 @@ def database_unavailable() -> GatewayError:
         503,
         "The audit database is unreachable; the call was not made.",
         code="audit_unavailable",
-        outcome="internal_error",
+        outcome=Outcome.INTERNAL_ERROR,
         retry_after=1,
     )
+
+
+def quota_refusal(exc: Exception) -> GatewayError:
+    """A refusal by quotas and rate limits, in the OpenAI shape: 429 with its headers, or 503
+    when their counter store cannot be reached."""
+    if isinstance(exc, QuotaUnavailable):
+        return GatewayError(
+            503,
+            "Quotas and rate limits cannot be checked right now (their counter store is "
+            "unreachable); the call was not made. Retry shortly.",
+            code="quota_unavailable",
+            outcome=Outcome.INTERNAL_ERROR,
+            retry_after=1,
+        )
+    status, error_body, headers = error_response(exc)
+    detail = error_body["error"]
+    error = GatewayError(
+        status,
+        detail["message"],
+        code=detail["code"],
+        error_type=detail["type"],
+        outcome=Outcome.BUDGET_EXCEEDED if isinstance(exc, QuotaExceeded) else Outcome.RATE_LIMITED,
+        retry_after=float(headers["Retry-After"]) if "Retry-After" in headers else None,
+    )
+    error.extra_headers = [
+        (name.lower().encode(), value.encode())
+        for name, value in headers.items()
+        if name != "Retry-After"  # the error reply writes retry-after itself
+    ]
+    return error

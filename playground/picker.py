@@ -1,6 +1,6 @@
 """What the picker offers: the user's departments and the chat models they may use.
 
-The models come from the gateway (`gateway.service.list_models`), so the page
+The models come from the gateway (`gateway.pipeline.list_models`), so the page
 lists exactly what an API call by this user would be allowed to reach.
 """
 

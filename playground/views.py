@@ -1,6 +1,6 @@
 """The playground page and the endpoints its script calls.
 
-Every call goes through `gateway.service.handle`, in process: the same
+Every call goes through `gateway.pipeline.handle`, in process: the same
 permission, budget, routing and audit path as `/v1/`, with purpose
 "playground", no API key, and the department the user picked.
 """
@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
-from gateway import service
+from gateway import pipeline
 
 from . import picker, runs
 from .csp import content_security_policy
@@ -30,8 +30,8 @@ PURPOSE = runs.PURPOSE
 RELAYED_HEADERS = frozenset({"x-request-id", "x-meshgate-model", "x-meshgate-llm", "retry-after"})
 
 
-def _principal(user, department_id: int | None) -> service.Principal:
-    return service.Principal(
+def _principal(user, department_id: int | None) -> pipeline.Principal:
+    return pipeline.Principal(
         user_id=user.pk,
         username=user.get_username(),
         department_id=department_id,
@@ -57,7 +57,7 @@ async def page(request):
     user = await request.auser()
     departments = await picker.adepartments_of(user)
     first_department = departments[0]["id"] if departments else None
-    models = picker.entries(await service.list_models(_principal(user, first_department)))
+    models = picker.entries(await pipeline.list_models(_principal(user, first_department)))
     recent = await runs.arecent_runs(user)
     context = {
         "departments": departments,
@@ -110,7 +110,7 @@ async def chat(request):
         )
 
     request_id = f"pg-{uuid.uuid4().hex}"
-    reply = await service.handle(
+    reply = await pipeline.handle(
         "chat.completions",
         _principal(user, chat_request.department_id),
         chat_request.gateway_body(),

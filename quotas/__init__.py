@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from .admission import Admission, admit, estimate_prompt_tokens
 from .errors import error_response
-from .ledger import QuotaExceeded
+from .ledger import QuotaExceeded, QuotaUnavailable
 from .ratelimit import RateLimited
 
 __all__ = [
     "Admission",
     "QuotaExceeded",
+    "QuotaUnavailable",
     "RateLimited",
     "admit",
     "error_response",

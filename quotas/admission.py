@@ -36,9 +36,9 @@ from typing import Any
 
 from django.conf import settings
 
-from gateway.ids import unique_hex
-from gateway.lookups import db_lookup
+from connections.dbguard import lookup as db_lookup
 from meshsite.lib import redis
+from meshsite.lib.ids import unique_hex
 
 from . import config, ledger, runtime
 from .alerts import check_alerts

@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+
+from connections.tokens import estimate_prompt_tokens
 
 from .periods import to_nanos
 
-
-def _text_length(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_length(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_text_length(v) for k, v in value.items() if k not in {"image_url", "type"})
-    if isinstance(value, int):
-        return 4  # a token id in a pre-tokenized embedding input
-    return 0
-
-
-def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """Prompt tokens, estimated without a tokenizer: ~4 characters per token (OpenAI's
-    rule of thumb for English) plus 4 per message and 3 for the reply's priming.
-    The reservation is corrected by `settle`; a prompt denser than that (code,
-    non-Latin scripts) can make the actual cost exceed the reservation."""
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        chars = sum(_text_length(message) for message in messages)
-        return math.ceil(chars / 4) + 4 * len(messages) + 3
-    return math.ceil(_text_length(body.get("input", "")) / 4) + 1
+__all__ = ["estimate_prompt_tokens", "worst_case_nanos"]
 
 
 def worst_case_nanos(

@@ -17,7 +17,6 @@ from django.utils import timezone
 from audit.money import usd
 from connections.models import ChangeEvent
 from connections.services import change_record
-from gateway.models import ApiKey
 from quotas.models import Quota, QuotaAlert, RateLimit
 
 from . import config, ledger
@@ -95,7 +94,7 @@ def _shown(value: Any) -> Any:
     """A field's value as the change log keeps it (JSON; objects by name)."""
     if value is None or isinstance(value, bool | int | str | list):
         return value
-    if isinstance(value, ApiKey):
+    if isinstance(value, Quota._meta.get_field("api_key").related_model):
         return value.prefix
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")

@@ -15,7 +15,7 @@ from audit.redaction import redact_text
 from audit.writer import writer
 from conftest import build_cast
 from connections.models import Connection
-from gateway import clients, directory, service
+from gateway import clients, directory, pipeline
 from gateway.tests.test_v1_service import principal_for
 from quotas import runtime
 
@@ -68,7 +68,7 @@ def call(cast, body: dict, request_id: str) -> CallRecord:
     alice = principal_for(cast.alice, cast.marketing)
 
     async def go():
-        reply = await service.handle(
+        reply = await pipeline.handle(
             "chat.completions", alice, body, request_id=request_id, client_ip=None, user_agent=""
         )
         if reply.stream is not None:

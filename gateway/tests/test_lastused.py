@@ -40,8 +40,8 @@ def test_touches_merge_to_the_latest_use_per_key_in_key_order():
 
 @pytest.mark.django_db(transaction=True)
 def test_an_older_touch_never_moves_last_used_at_back(cast):
+    from gateway.keys import apikey_create
     from gateway.models import ApiKey
-    from gateway.services import apikey_create
 
     api_key, _ = apikey_create(owner=cast.alice, department=cast.marketing, purpose="order")
     newer = datetime.now(UTC).replace(microsecond=0)

@@ -8,7 +8,7 @@ from asgiref.sync import async_to_sync
 from audit.models import CallRecord
 from audit.writer import writer
 from conftest import build_cast
-from gateway import auth, clients, directory, service
+from gateway import auth, clients, directory, pipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def test_a_connection_saved_under_a_looser_setting_is_refused_audited_and_not_ca
     sim_cast, simulator, settings
 ):
     settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = False  # the worker runs stricter now
-    alice = service.Principal(
+    alice = pipeline.Principal(
         user_id=sim_cast.alice.pk,
         username="alice",
         department_id=sim_cast.marketing.pk,
@@ -40,7 +40,7 @@ def test_a_connection_saved_under_a_looser_setting_is_refused_audited_and_not_ca
     body = {"model": "chat-default", "messages": [{"role": "user", "content": "Hi"}]}
 
     async def run():
-        reply = await service.handle(
+        reply = await pipeline.handle(
             "chat.completions", alice, body, request_id="req_ref", client_ip=None, user_agent=""
         )
         await writer.flush()

@@ -1,4 +1,4 @@
-"""`gateway.service` in process, as the playground calls it, against the provider simulator."""
+"""`gateway.pipeline` in process, as the playground calls it, against the provider simulator."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from audit.models import CallRecord
 from audit.writer import writer
 from conftest import build_cast
-from gateway import auth, clients, directory, service
+from gateway import auth, clients, directory, doors, pipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,8 +29,8 @@ def sim_cast(simulator):
     auth.clear()
 
 
-def principal_for(user, department, purpose="playground") -> service.Principal:
-    return service.Principal(
+def principal_for(user, department, purpose="playground") -> pipeline.Principal:
+    return pipeline.Principal(
         user_id=user.pk,
         username=user.username,
         department_id=department.pk if department else None,
@@ -41,7 +41,7 @@ def principal_for(user, department, purpose="playground") -> service.Principal:
 
 
 def call(principal, body, request_id):
-    reply = async_to_sync(service.handle)(
+    reply = async_to_sync(pipeline.handle)(
         "chat.completions",
         principal,
         body,
@@ -79,7 +79,7 @@ def test_a_playground_stream_yields_frames_then_done_and_completes_its_record(si
     }
 
     async def run():
-        reply = await service.handle(
+        reply = await pipeline.handle(
             "chat.completions", alice, body, request_id="req_s", client_ip=None, user_agent=""
         )
         # A chunk holds the frames one upstream read brought: split them.
@@ -90,7 +90,7 @@ def test_a_playground_stream_yields_frames_then_done_and_completes_its_record(si
 
     reply, frames = async_to_sync(run)()
     assert reply.status == 200 and reply.body is None
-    assert frames[-1] == service.DONE
+    assert frames[-1] == doors.DONE
     usage = orjson.loads(frames[-2][6:])["usage"]
     record = CallRecord.objects.get(request_id="req_s")
     assert record.outcome == "ok" and record.streamed
@@ -104,7 +104,7 @@ def test_closing_a_stream_early_records_a_client_disconnect(sim_cast, simulator)
     body = {"model": "sim/gpt-4o", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
 
     async def run():
-        reply = await service.handle(
+        reply = await pipeline.handle(
             "chat.completions", alice, body, request_id="req_c", client_ip=None, user_agent=""
         )
         iterator = reply.stream.__aiter__()
@@ -129,7 +129,7 @@ def test_a_principal_outside_its_department_is_refused(sim_cast):
 
 def test_list_models_is_what_the_principal_may_use(sim_cast):
     bob = principal_for(sim_cast.bob, sim_cast.finance)
-    models = async_to_sync(service.list_models)(bob)
+    models = async_to_sync(pipeline.list_models)(bob)
     ids = [model["id"] for model in models]
     assert ids == ["chat-default", "sim/gpt-4o-mini", "sim/text-embedding-3-small"]
     alias = models[0]
@@ -140,7 +140,7 @@ def test_list_models_is_what_the_principal_may_use(sim_cast):
 
 def test_a_charlie_with_no_grant_sees_nothing_and_gets_404(sim_cast):
     charlie = principal_for(sim_cast.charlie, None)
-    assert async_to_sync(service.list_models)(charlie) == []
+    assert async_to_sync(pipeline.list_models)(charlie) == []
     reply = call(
         charlie, {"model": "chat-default", "messages": [{"role": "user", "content": "x"}]}, "r"
     )
@@ -173,5 +173,5 @@ def test_a_connection_with_unreadable_secrets_fails_alone(sim_cast):
     )
     assert reply.status == 503
     assert CallRecord.objects.get(request_id="u1").outcome == "upstream_error"
-    models = async_to_sync(service.list_models)(alice)
+    models = async_to_sync(pipeline.list_models)(alice)
     assert "sim/gpt-4o" in [model["id"] for model in models]

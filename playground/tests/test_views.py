@@ -1,6 +1,6 @@
 """The playground's page and endpoints, in process, through the real gateway and the simulator.
 
-Calls go through `gateway.service.handle` to the provider simulator over HTTP, and the
+Calls go through `gateway.pipeline.handle` to the provider simulator over HTTP, and the
 audit writer commits records from its own thread: hence `transactional_db`.
 """
 

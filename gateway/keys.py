@@ -1,4 +1,4 @@
-"""State changes of API keys: create, revoke (the hot path is `service.py`, this is not it)."""
+"""State changes of API keys: create, revoke (the hot path is `pipeline.py` and `stages.py`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from gateway import ids
+from meshsite.lib import ids
 
 
 def test_ids_are_32_hex_digits_and_do_not_repeat():

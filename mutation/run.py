@@ -57,7 +57,7 @@ TARGETS: dict[str, Target] = {
     ),
     "ledger": Target(
         "quotas/ledger.py",
-        ("gateway/tests/test_quota_admission.py", "gateway/tests/test_quota_failover.py"),
+        ("quotas/tests/test_quota_admission.py", "quotas/tests/test_quota_failover.py"),
         300,
     ),
     "rollup": Target(

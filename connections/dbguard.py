@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+BUSY_SECONDS = 2.0  # how long a read waits for SQLite's lock before it counts as away
 
 
 class DatabaseUnavailable(Exception):
@@ -46,23 +50,36 @@ def close_quietly() -> None:
         connection.connection = None
 
 
+def _busy(exc: BaseException) -> bool:
+    """SQLite's lock held by another connection of this process: busy, not lost. (A file
+    database waits for it up to its busy timeout; a shared-cache one answers at once.)"""
+    return connection.vendor == "sqlite" and "locked" in str(exc)
+
+
 def run_guarded(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """`function(*args, **kwargs)` in this thread; DatabaseUnavailable if the database is away."""
     lost = _lost()
     if connection.in_atomic_block:  # a caller's transaction: not ours to close or retry
         return function(*args, **kwargs)
-    for attempt in (1, 2):
+    retried, busy_until = False, 0.0
+    while True:
         reused = connection.connection is not None
         try:
             connection.close_if_unusable_or_obsolete()
             return function(*args, **kwargs)
         except lost as exc:
+            if _busy(exc):
+                now = time.monotonic()
+                busy_until = busy_until or now + BUSY_SECONDS
+                if now < busy_until:
+                    time.sleep(0.005)  # a writer's transaction is short: wait, keep the link
+                    continue
             close_quietly()
-            if attempt == 1 and reused:
+            if reused and not retried:
+                retried = True
                 continue  # a connection from before a restart: once more on a new one
             logger.warning("database: unreachable (%s)", type(exc).__name__)
             raise DatabaseUnavailable from None
-    raise AssertionError("unreachable")
 
 
 async def lookup(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

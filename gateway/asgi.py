@@ -12,6 +12,7 @@ and be recorded as answered.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any
@@ -64,6 +65,10 @@ class GatewayApp:
                     await directory.snapshot()
                 except Exception:
                     logger.warning("gateway: the catalog could not be loaded at startup")
+                if settings.MESHGATE_GC_FREEZE:
+                    gc.collect()
+                    gc.freeze()
+                    gc.set_threshold(settings.MESHGATE_GC_THRESHOLD, 20, 100)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await versioning.stop_refresher()

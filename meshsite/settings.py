@@ -297,6 +297,11 @@ MESHGATE_DEMO_MODELS_DIR = env_str("MESHGATE_DEMO_MODELS_DIR", str(VAR_DIR / "mo
 MESHGATE_CACHE_CHECK_SECONDS = float(env_str("MESHGATE_CACHE_CHECK_SECONDS", "1.0") or 1.0)
 # The largest server-sent event an upstream may send; past it the stream is stopped.
 MESHGATE_MAX_SSE_EVENT_BYTES = env_int("MESHGATE_MAX_SSE_EVENT_BYTES", 4 << 20, minimum=1024)
+# The gateway's garbage collector: after startup, what was loaded (Django, the directory,
+# adapters) is frozen out of collections, and young collections run less often, so a full
+# collection over every long-lived object does not stall the loop in the middle of calls.
+MESHGATE_GC_FREEZE = env_bool("MESHGATE_GC_FREEZE", True)
+MESHGATE_GC_THRESHOLD = env_int("MESHGATE_GC_THRESHOLD", 50_000, minimum=700)
 
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "meshgate@localhost")

@@ -28,7 +28,7 @@ def sim(simulator, settings):
 def config(kind: str, base_url: str, **fields) -> ConnectionConfig:
     secrets = {
         "bedrock": {"aws_access_key_id": "AKIA" + "X" * 16, "aws_secret_access_key": "s" * 40}
-    }.get(kind, {"api_key": "sk-old-secret-must-not-leave"})
+    }.get(kind, {"api_key": "old-secret-must-not-leave"})
     return ConnectionConfig(
         id=9,
         slug="c",

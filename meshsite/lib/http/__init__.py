@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from typing import TYPE_CHECKING
 
 from .base import (
     AddressCheck,
@@ -27,6 +28,9 @@ from .base import (
 )
 from .connection import HIGH_WATER
 from .lean import HTTPClient
+
+if TYPE_CHECKING:
+    from .aio import AiohttpClient
 
 IMPLEMENTATIONS = ("lean", "aiohttp")
 
@@ -46,19 +50,10 @@ def client(
     kind = implementation or os.environ.get("MESHGATE_HTTP_CLIENT") or "lean"
     if kind not in IMPLEMENTATIONS:
         raise ValueError(f"unknown HTTP client implementation {kind!r}")
+    make: type[HTTPClient] | type[AiohttpClient] = HTTPClient
     if kind == "aiohttp":
-        from .aio import AiohttpClient
-
-        return AiohttpClient(
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_connections=max_connections,
-            keepalive_expiry=keepalive_expiry,
-            user_agent=user_agent,
-            ssl_context=ssl_context,
-            address_check=address_check,
-        )
-    return HTTPClient(
+        from .aio import AiohttpClient as make
+    return make(
         timeout=timeout,
         connect_timeout=connect_timeout,
         max_connections=max_connections,

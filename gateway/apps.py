@@ -6,6 +6,7 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from . import lastused, signals  # noqa: F401
+        from . import lastused, runtime, signals  # noqa: F401
 
         lastused.register()
+        runtime.start()  # the process's keys, catalog and adapters (gateway/runtime.py)

@@ -25,7 +25,7 @@ from audit.writer import writer
 from connections import versioning
 from meshsite.lib.ids import unique_hex
 
-from . import auth, clients, directory, doors, pipeline
+from . import auth, directory, doors, pipeline, runtime
 from .call import Call, Principal, Reply
 from .errors import GatewayError, error_body, model_not_found
 
@@ -72,7 +72,7 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await versioning.stop_refresher()
-                await clients.close_all()
+                await runtime.current.close()
                 await writer.detach_loop()
                 await asyncio.get_running_loop().run_in_executor(None, writer.stop)
                 await send({"type": "lifespan.shutdown.complete"})

@@ -2,7 +2,8 @@
 
 The presented value is hashed (SHA-256) at once; only the hash is looked up,
 cached and compared, so the key itself never reaches SQL, a log line or an
-error. Principals are cached per process in a versioned memo (the keys
+error. Principals are cached per process in a versioned memo (the process's
+`GatewayRuntime`, gateway/runtime.py) (the keys
 version is bumped whenever a key is saved or deleted, revocation included),
 and so are misses, for a few seconds, so a client hammering with a bad key
 costs one query per few seconds, not one per call. Missing, malformed,
@@ -23,8 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from connections import versioning
-
+from . import runtime
 from .call import Principal
 from .errors import unauthorized
 from .lastused import apikey_touch
@@ -42,10 +42,6 @@ class _Entry:
     principal: Principal | None
     expires_at: float | None  # epoch seconds
     until: float | None  # monotonic deadline of a negative entry
-
-
-_memo = versioning.VersionedMemo(versioning.KEYS)
-_touched: dict[int, float] = {}
 
 
 def _lookup(key_hash: str) -> _Entry:
@@ -97,7 +93,7 @@ async def authenticate(header: bytes | None) -> Principal:
     key_hash = hash_presented(header)
     if key_hash is None:
         raise unauthorized()
-    entries = _memo.fresh()
+    entries = runtime.current.keys.fresh()
     entry = entries.get(key_hash)
     now = time.monotonic()
     if entry is None or (entry.until is not None and entry.until < now):
@@ -118,15 +114,11 @@ def _touch(api_key_id: int | None, now: float) -> None:
     """Tell the writer about a key's use at most once a minute per key (off the request path)."""
     if api_key_id is None:
         return
-    last = _touched.get(api_key_id)
+    touched = runtime.current.touched
+    last = touched.get(api_key_id)
     if last is not None and now - last < _TOUCH_EVERY:
         return
-    if len(_touched) >= _MAX_ENTRIES:
-        _touched.clear()
-    _touched[api_key_id] = now
+    if len(touched) >= _MAX_ENTRIES:
+        touched.clear()
+    touched[api_key_id] = now
     apikey_touch(api_key_id, datetime.now(UTC))
-
-
-def clear() -> None:
-    _memo.clear()
-    _touched.clear()

@@ -4,26 +4,25 @@ An adapter owns a pooled HTTP client: building one per call would throw away
 keep-alive connections and TLS sessions. When a connection changes (its version
 moves, or its settings or secrets differ), the new adapter replaces the old one,
 which is closed in the background once calls in flight have had time to finish.
+The adapters live in the process's `GatewayRuntime` (`gateway/runtime.py`), which closes
+them at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from connections.providers import build_adapter
 from connections.providers.base import Adapter, ConnectionConfig
 
-logger = logging.getLogger(__name__)
+from . import runtime
 
 _GRACE_SECONDS = 120.0
 
-_adapters: dict[int, Adapter] = {}
-_closing: set[asyncio.Task] = set()
-
 
 def adapter_for(config: ConnectionConfig) -> Adapter:
-    adapter = _adapters.get(config.id)
+    adapters = runtime.current.adapters
+    adapter = adapters.get(config.id)
     if adapter is not None:
         if adapter.config is config:
             return adapter
@@ -31,35 +30,19 @@ def adapter_for(config: ConnectionConfig) -> Adapter:
             return adapter
         _retire(adapter)
     adapter = build_adapter(config)
-    _adapters[config.id] = adapter
+    adapters[config.id] = adapter
     return adapter
 
 
 def _retire(adapter: Adapter) -> None:
     async def close_later() -> None:
         await asyncio.sleep(_GRACE_SECONDS)
-        await _close(adapter)
+        await runtime.close_adapter(adapter)
 
     try:
         task = asyncio.get_running_loop().create_task(close_later())
     except RuntimeError:
         return
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
-
-
-async def _close(adapter: Adapter) -> None:
-    try:
-        await adapter.aclose()
-    except Exception:
-        logger.warning("closing a %s adapter failed", adapter.kind, exc_info=False)
-
-
-async def close_all() -> None:
-    """Close every adapter (process shutdown)."""
-    adapters = list(_adapters.values())
-    _adapters.clear()
-    for task in list(_closing):
-        task.cancel()
-    for adapter in adapters:
-        await _close(adapter)
+    closing = runtime.current.closing
+    closing.add(task)
+    task.add_done_callback(closing.discard)

@@ -4,7 +4,8 @@ The whole catalog (approved LLMs on enabled connections, aliases, grants) is
 loaded in one go into a per-process snapshot and kept until the shared catalog
 version moves (`connections.versioning`, bumped by signals on every change to
 connections, LLMs, aliases, grants, departments and group membership). Users'
-groups are loaded on first sight and kept in the same versioned memo. A call in
+groups are loaded on first sight and kept in the same versioned memo (the process's
+`GatewayRuntime`, gateway/runtime.py). A call in
 steady state therefore reads nothing from the database.
 """
 
@@ -16,9 +17,9 @@ import weakref
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from connections import versioning
 from connections.providers.base import ConnectionConfig
 
+from . import runtime
 from .errors import GatewayError, model_not_found
 from .lookups import db_lookup
 
@@ -70,13 +71,6 @@ class Snapshot:
     grants: dict[int, frozenset[int]]  # group id -> LLM ids
     connections: dict[int, ConnectionConfig]
     users: dict[int, UserInfo] = field(default_factory=dict)
-
-
-_memo = versioning.VersionedMemo(versioning.CATALOG)
-# One loading lock per event loop (tests run several loops; production one per worker).
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _load_snapshot() -> Snapshot:
@@ -169,21 +163,22 @@ def _load_user(user_id: int, snapshot: Snapshot) -> UserInfo:
     return UserInfo(active=True, department_ids=frozenset(departments), usable=frozenset(usable))
 
 
-def _lock_for_loop() -> asyncio.Lock:
+def _lock_for_loop(locks: weakref.WeakKeyDictionary) -> asyncio.Lock:
     loop = asyncio.get_running_loop()
-    lock = _locks.get(loop)
+    lock = locks.get(loop)
     if lock is None:
-        lock = _locks[loop] = asyncio.Lock()
+        lock = locks[loop] = asyncio.Lock()
     return lock
 
 
 async def snapshot() -> Snapshot:
-    data = _memo.fresh()
+    state = runtime.current
+    data = state.catalog.fresh()
     current = data.get("snapshot")
     if current is not None:
         return current
-    async with _lock_for_loop():
-        data = _memo.fresh()
+    async with _lock_for_loop(state.catalog_locks):
+        data = state.catalog.fresh()
         current = data.get("snapshot")
         if current is None:
             current = await db_lookup(_load_snapshot)
@@ -296,8 +291,3 @@ def _describe(target: Target) -> dict:
             "measured": target.measured,
         },
     }
-
-
-def clear() -> None:
-    """Forget everything (tests; the version check does this in production)."""
-    _memo.clear()

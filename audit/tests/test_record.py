@@ -37,14 +37,12 @@ def test_a_completion_writes_exactly_the_completion_fields():
 def test_the_cost_is_priced_from_the_answering_target_and_zero_without_one(cast):
     from gateway import directory
 
-    directory.clear()
     snap = async_to_sync(directory.snapshot)()
     call = Call("req_cost", "chat.completions")
     assert record.cost(call) == 0
     call.target = snap.llms["sim/gpt-4o"]
     call.usage = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000, cached_tokens=0)
     assert record.cost(call) == Decimal("12.50")
-    directory.clear()
 
 
 def test_a_refusal_is_one_complete_record_and_its_request_body_follows_the_policy(cast):

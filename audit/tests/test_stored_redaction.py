@@ -13,10 +13,9 @@ from asgiref.sync import async_to_sync
 from audit.models import CallRecord
 from audit.redaction import redact_text
 from audit.writer import writer
-from conftest import build_cast
+from conftest import principal_for
 from connections.models import Connection
-from gateway import clients, directory, pipeline
-from gateway.tests.test_v1_service import principal_for
+from gateway import pipeline
 from quotas import runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,16 +51,12 @@ def test_each_kind_of_personal_data_is_replaced_whole(text, kept):
 
 
 @pytest.fixture
-def redacted_cast(simulator):
+def redacted_cast(sim_cast, simulator):
     runtime.start()  # no quota another test left cached in this process
-    directory.clear()
-    simulator.reset()
-    cast = build_cast(base_url=simulator.openai_base)
+    cast = sim_cast
     Connection.objects.filter(pk=cast.connection.pk).update(payload_policy="redacted")
     yield cast
-    async_to_sync(clients.close_all)()
     simulator.reset()
-    directory.clear()
 
 
 def call(cast, body: dict, request_id: str) -> CallRecord:

@@ -31,7 +31,6 @@ def other_secret(raw: str) -> str:
 
 @pytest.fixture
 def keys(cast):
-    auth.clear()
     _, alice = apikey_create(owner=cast.alice, department=cast.marketing, purpose="good")
     _, alice_other = apikey_create(owner=cast.alice, department=cast.marketing, purpose="other")
     revoked, revoked_raw = apikey_create(owner=cast.alice, department=cast.marketing, purpose="r")
@@ -42,7 +41,7 @@ def keys(cast):
     cast.bob.is_active = False
     cast.bob.save()
     public_id = alice.rpartition("-")[0]
-    yield {
+    return {
         "good": alice,
         "bad": {
             "forged secret": other_secret(alice),
@@ -57,7 +56,6 @@ def keys(cast):
             "owner deactivated": bob_raw,
         },
     }
-    auth.clear()
 
 
 def accepted(header: str):

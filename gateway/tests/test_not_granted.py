@@ -20,8 +20,6 @@ from django.test import AsyncClient
 
 from audit.models import CallRecord
 from audit.writer import writer
-from conftest import build_cast
-from gateway import auth, clients, directory
 from gateway.asgi import GatewayApp
 from gateway.keys import apikey_create
 
@@ -31,21 +29,15 @@ NOWHERE = "sim/no-such-model"
 
 
 @pytest.fixture
-def world(simulator):
-    directory.clear()
-    auth.clear()
-    simulator.reset()
-    cast = build_cast(base_url=simulator.openai_base)
+def world(sim_cast):
+    cast = sim_cast
     cast.charlie.groups.add(cast.research.group)
     keys = {
         "alice": apikey_create(owner=cast.alice, department=cast.marketing, purpose="t")[1],
         "bob": apikey_create(owner=cast.bob, department=cast.finance, purpose="t")[1],
         "charlie": apikey_create(owner=cast.charlie, department=cast.research, purpose="t")[1],
     }
-    yield cast, keys
-    async_to_sync(clients.close_all)()
-    directory.clear()
-    auth.clear()
+    return cast, keys
 
 
 def v1(key: str, method: str, path: str, body: dict | None = None) -> httpx.Response:

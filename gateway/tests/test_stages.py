@@ -11,8 +11,8 @@ from asgiref.sync import async_to_sync
 from audit.models import CallRecord
 from audit.outcome import Outcome
 from audit.writer import writer
-from conftest import build_cast
-from gateway import auth, clients, directory, pipeline, stages
+from conftest import principal_for
+from gateway import pipeline, stages
 from gateway.call import Call, Principal
 from gateway.errors import GatewayError
 from gateway.keys import apikey_create
@@ -22,27 +22,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HELLO = {"model": "sim/gpt-4o", "messages": [{"role": "user", "content": "Hi"}]}
 
 
-@pytest.fixture
-def sim_cast(simulator):
-    directory.clear()
-    auth.clear()
-    simulator.reset()
-    cast = build_cast(base_url=simulator.openai_base)
-    yield cast
-    async_to_sync(clients.close_all)()
-    directory.clear()
-    auth.clear()
-
-
 def alice_of(cast) -> Principal:
-    return Principal(
-        user_id=cast.alice.pk,
-        username="alice",
-        department_id=cast.marketing.pk,
-        api_key_id=None,
-        api_key_prefix="",
-        purpose="tests",
-    )
+    return principal_for(cast.alice, cast.marketing)
 
 
 def new_call(cast, body=None, request_id="req_stage", **fields) -> Call:

@@ -7,36 +7,18 @@ from asgiref.sync import async_to_sync
 
 from audit.models import CallRecord
 from audit.writer import writer
-from conftest import build_cast
-from gateway import auth, clients, directory, pipeline
+from conftest import principal_for
+from gateway import pipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sim_cast(simulator):
-    directory.clear()
-    auth.clear()
-    simulator.reset()
-    cast = build_cast(base_url=simulator.openai_base)  # saved with private upstreams allowed
-    yield cast
-    async_to_sync(clients.close_all)()
-    directory.clear()
-    auth.clear()
 
 
 def test_a_connection_saved_under_a_looser_setting_is_refused_audited_and_not_called(
     sim_cast, simulator, settings
 ):
-    settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = False  # the worker runs stricter now
-    alice = pipeline.Principal(
-        user_id=sim_cast.alice.pk,
-        username="alice",
-        department_id=sim_cast.marketing.pk,
-        api_key_id=None,
-        api_key_prefix="",
-        purpose="tests",
-    )
+    # The cast was saved with private upstreams allowed; the worker runs stricter now.
+    settings.MESHGATE_ALLOW_PRIVATE_UPSTREAMS = False
+    alice = principal_for(sim_cast.alice, sim_cast.marketing)
     body = {"model": "chat-default", "messages": [{"role": "user", "content": "Hi"}]}
 
     async def run():

@@ -10,34 +10,14 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.models import CallRecord
 from audit.writer import writer
-from conftest import build_cast
-from gateway import auth, clients, directory, doors, pipeline
+from conftest import principal_for as _principal_for
+from gateway import doors, pipeline
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def sim_cast(simulator):
-    # The in-process caches outlive a test's database: start each test from nothing.
-    directory.clear()
-    auth.clear()
-    simulator.reset()
-    cast = build_cast(base_url=simulator.openai_base)
-    yield cast
-    async_to_sync(clients.close_all)()
-    directory.clear()
-    auth.clear()
-
-
 def principal_for(user, department, purpose="playground") -> pipeline.Principal:
-    return pipeline.Principal(
-        user_id=user.pk,
-        username=user.username,
-        department_id=department.pk if department else None,
-        api_key_id=None,
-        api_key_prefix="",
-        purpose=purpose,
-    )
+    return _principal_for(user, department, purpose)
 
 
 def call(principal, body, request_id):
@@ -166,7 +146,6 @@ def test_a_connection_with_unreadable_secrets_fails_alone(sim_cast):
     )
     other = Connection(name="Other", slug="other", kind="openai_compatible", base_url="http://x/v1")
     other.save()
-    directory.clear()
     alice = principal_for(sim_cast.alice, sim_cast.marketing)
     reply = call(
         alice, {"model": "sim/gpt-4o", "messages": [{"role": "user", "content": "x"}]}, "u1"

@@ -16,21 +16,15 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
 from audit.models import CallRecord
-from conftest import Cast, build_cast
+from conftest import Cast
 
 PAGE = "/playground/"
 CHAT = "/playground/chat/"
 
 
 @pytest.fixture
-def sim_cast(transactional_db, simulator) -> Cast:
-    from gateway import directory
-
-    simulator.reset()
-    directory.clear()  # the cast's ids are new: forget the previous test's snapshot
-    cast = build_cast(base_url=simulator.openai_base)
-    yield cast
-    directory.clear()
+def sim_cast(transactional_db, sim_cast) -> Cast:
+    return sim_cast
 
 
 def logged_in(user, client_class=Client, **kwargs):

@@ -260,6 +260,18 @@ def gateway_runtime():
         async_to_sync(fresh.close)()
 
 
+@pytest.fixture
+def model_hosts(monkeypatch):
+    """A registry of loaded local models of the test's own; what is still loaded in it at the
+    end (an adapter the test did not close) is closed with it."""
+    from connections.providers.huggingface import runtime
+
+    fresh = runtime.ModelHosts()
+    monkeypatch.setattr(runtime, "hosts", fresh)
+    yield fresh
+    fresh.close()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item, nextitem):
     """Completions are written up to a few ms after a call ends (audit.writer): let them

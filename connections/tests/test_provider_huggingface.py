@@ -24,6 +24,8 @@ from connections.providers.base import ConnectionConfig, ProviderError
 from connections.providers.huggingface.options import ModelPathError, model_path, parse_options
 
 ROOT = Path(__file__).resolve().parents[2]
+# Each test's loaded models are its own (and closed after it).
+pytestmark = pytest.mark.usefixtures("model_hosts")
 
 
 @pytest.fixture(autouse=True)
@@ -199,6 +201,19 @@ def test_a_hub_cache_model_is_loaded_from_its_snapshot(mixed_models_dir):
 
 
 # --- loading: once, LRU, idle ----------------------------------------------------------------
+
+
+def test_adapters_with_the_same_settings_share_one_host_until_the_last_closes(
+    local_models, model_hosts
+):
+    first, second = build_adapter(config(local_models)), build_adapter(config(local_models))
+    options = first.options()
+    host = first.host()
+    assert second.host() is host and model_hosts.users(options) == 2
+    asyncio.run(first.aclose())
+    assert model_hosts.users(options) == 1 and not host.pool._shutdown
+    asyncio.run(second.aclose())
+    assert model_hosts.users(options) == 0 and host.pool._shutdown
 
 
 def test_concurrent_requests_load_a_model_once(local_models):

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -43,6 +43,9 @@ from ..base import (
 )
 from . import deps
 from .options import LocalOptions, parse_options
+
+if TYPE_CHECKING:
+    from .runtime import ModelHosts
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class HuggingFaceLocalAdapter(Adapter):
         super().__init__(config)
         self._options: LocalOptions | None = None
         self._host = None
+        self._hosts: ModelHosts | None = None
         self._host_lock = threading.Lock()
 
     @classmethod
@@ -116,10 +120,12 @@ class HuggingFaceLocalAdapter(Adapter):
             if self._host is None:
                 if not deps.available():
                     raise _not_installed()
-                from .runtime import acquire_host
+                from . import runtime
 
                 self._options = self.options(for_admin=False)
-                self._host = acquire_host(self._options)
+                # Released where it was acquired, should the process's registry be replaced.
+                self._hosts = runtime.hosts
+                self._host = self._hosts.acquire(self._options)
             return self._host
 
     async def _loaded(self, model: str, wanted: str):
@@ -191,11 +197,9 @@ class HuggingFaceLocalAdapter(Adapter):
         return stream
 
     async def aclose(self) -> None:
-        if self._host is not None and self._options is not None:
-            from .runtime import release_host
-
+        if self._host is not None and self._options is not None and self._hosts is not None:
             self._host = None
-            release_host(self._options)
+            self._hosts.release(self._options)
 
     # --- off the hot path -------------------------------------------------------------------
 

@@ -3,7 +3,7 @@ and the bounded worker pool generations run in.
 
 Everything here blocks (torch) and runs in worker threads, never on the event loop.
 A `ModelHost` is shared by every adapter with the same settings, so a connection
-whose version moves keeps its loaded models.
+whose version moves keeps its loaded models; the process's `ModelHosts` (`hosts`) holds them.
 """
 
 from __future__ import annotations
@@ -283,27 +283,46 @@ class ModelHost:
             self._models.clear()
 
 
-_hosts: dict[LocalOptions, tuple[ModelHost, int]] = {}
-_hosts_lock = threading.Lock()
+class ModelHosts:
+    """The process's loaded models: one `ModelHost` per set of settings, counted by the
+    adapters using it and closed when the last lets go. One object, `hosts`, made when this
+    module is first imported (the first local model's adapter asks for it); a test gets a
+    fresh one from the `model_hosts` fixture (conftest.py)."""
 
+    def __init__(self) -> None:
+        self._hosts: dict[LocalOptions, tuple[ModelHost, int]] = {}
+        self._lock = threading.Lock()
 
-def acquire_host(options: LocalOptions) -> ModelHost:
-    """The process's host for these settings (shared, counted)."""
-    with _hosts_lock:
-        host, users = _hosts.get(options, (None, 0))
-        if host is None:
-            host = ModelHost(options)
-        _hosts[options] = (host, users + 1)
-        return host
+    def acquire(self, options: LocalOptions) -> ModelHost:
+        """The host for these settings (shared, counted)."""
+        with self._lock:
+            host, users = self._hosts.get(options, (None, 0))
+            if host is None:
+                host = ModelHost(options)
+            self._hosts[options] = (host, users + 1)
+            return host
 
+    def release(self, options: LocalOptions) -> None:
+        with self._lock:
+            host, users = self._hosts.get(options, (None, 0))
+            if host is None:
+                return
+            if users <= 1:
+                del self._hosts[options]
+                host.close()
+            else:
+                self._hosts[options] = (host, users - 1)
 
-def release_host(options: LocalOptions) -> None:
-    with _hosts_lock:
-        host, users = _hosts.get(options, (None, 0))
-        if host is None:
-            return
-        if users <= 1:
-            del _hosts[options]
+    def users(self, options: LocalOptions) -> int:
+        with self._lock:
+            return self._hosts.get(options, (None, 0))[1]
+
+    def close(self) -> None:
+        """Close every host, whoever still holds it (the end of a test)."""
+        with self._lock:
+            held, self._hosts = list(self._hosts.values()), {}
+        for host, _users in held:
             host.close()
-        else:
-            _hosts[options] = (host, users - 1)
+
+
+hosts = ModelHosts()

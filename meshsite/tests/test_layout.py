@@ -1,5 +1,6 @@
 """The house's layout, checked from the source: no import circles, files that read in one sitting,
-and dependencies that point down the layers `docs/ARCHITECTURE.md` draws.
+dependencies that point down the layers `docs/ARCHITECTURE.md` draws, and mechanism below the
+apps (only `meshsite/lib` imports the transport libraries; its transports import no Django).
 
 Every non-test module of the project is parsed (its AST, nothing is imported) and each import
 becomes an edge of a module graph: imports inside functions count (a lazy import is still a
@@ -44,8 +45,12 @@ LAYERS = {
 }
 # Units that may import no other unit at all, whatever their layer.
 SELF_CONTAINED = {"meshsite.lib", "simulator"}
-# Transport libraries only the mechanism package may import (the apps speak domain words).
+# Transport libraries only the mechanism package may import (the apps speak domain words): the
+# upstream HTTP client's parser, libpq for the PostgreSQL pipeline, Redis' reply parser.
 MECHANISM_ONLY = ("httptools", "psycopg.pq", "hiredis")
+# The one piece of meshsite/lib that is Django plumbing, not transport: the permissions and
+# strict serializers every app's /api/ shares. The transports import no Django.
+DJANGO_PLUMBING = {"meshsite.lib.drf"}
 
 # Rule breaks in files other parts of issue 17 are rewriting, each named with its owner. The
 # lead empties this at merge; `test_every_pending_exception_still_exists` says which went stale.
@@ -79,11 +84,11 @@ def _is_test(path: Path) -> bool:
     return "tests" in relative.parts or relative.name in {"conftest.py"}
 
 
-def project_modules() -> dict[str, Module]:
+def project_modules(*, tests: bool = False) -> dict[str, Module]:
     modules = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            if _is_test(path):
+            if _is_test(path) and not tests:
                 continue
             parts = path.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -207,6 +212,10 @@ def layering_breaks(modules, graph) -> dict[tuple[str, str], str]:
     return breaks
 
 
+def _is_library(imported: str, library: str) -> bool:
+    return imported == library or imported.startswith(f"{library}.")
+
+
 def mechanism_breaks(modules) -> dict[tuple[str, str], str]:
     breaks = {}
     for name, module in modules.items():
@@ -214,7 +223,7 @@ def mechanism_breaks(modules) -> dict[tuple[str, str], str]:
             continue
         for imported, line in imported_names(module):
             for library in MECHANISM_ONLY:
-                if imported == library or imported.startswith(f"{library}."):
+                if _is_library(imported, library):
                     breaks[(name, library)] = (
                         f"{module.path.relative_to(ROOT)}:{line} imports {library}, "
                         "which belongs in meshsite/lib"
@@ -243,7 +252,8 @@ def _found() -> dict[str, dict]:
         "circles": {c: " <-> ".join(sorted(c)) for c in circles(graph)},
         "oversize": {path: f"{path}: {n} lines" for path, n in oversize_files().items()},
         "layering": layering_breaks(modules, graph),
-        "mechanism": mechanism_breaks(modules),
+        # The apps' tests too: no app speaks a wire protocol itself, not even to test one.
+        "mechanism": mechanism_breaks(project_modules(tests=True)),
     }
 
 
@@ -266,6 +276,22 @@ def test_dependencies_point_down_the_layers():
 
 def test_only_the_mechanism_package_imports_transport_libraries():
     assert _new("mechanism") == []
+
+
+def test_the_mechanism_package_holds_the_transports_and_its_transports_import_no_django():
+    lib = {name: m for name, m in project_modules().items() if unit(name) == "meshsite.lib"}
+    imported = {name: [n for n, _ in imported_names(module)] for name, module in lib.items()}
+    everything = {n for names in imported.values() for n in names}
+    # What the apps may not import is imported here (the check above looks for real names).
+    assert all(any(_is_library(n, library) for n in everything) for library in MECHANISM_ONLY[:2])
+    django = {
+        f"{name} imports {n}"
+        for name, names in imported.items()
+        if name not in DJANGO_PLUMBING
+        for n in names
+        if n.split(".")[0] in ("django", "rest_framework")
+    }
+    assert sorted(django) == []
 
 
 def test_every_pending_exception_still_exists():

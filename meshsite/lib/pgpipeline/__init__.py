@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 
-from .base import GroupCallback, Params, Pipeline, StatementResult, numbered
+from .base import (
+    BrokenCallback,
+    Factory,
+    GroupCallback,
+    Params,
+    Pipeline,
+    ProgressCallback,
+    StatementResult,
+    numbered,
+)
 
 IMPLEMENTATIONS = ("libpq", "psycopg")
 
@@ -20,21 +28,24 @@ IMPLEMENTATIONS = ("libpq", "psycopg")
 def pipeline(
     loop: asyncio.AbstractEventLoop,
     on_group: GroupCallback,
-    on_progress: Callable[[], None],
-    on_broken: Callable[[BaseException], None],
+    on_progress: ProgressCallback,
+    on_broken: BrokenCallback,
     connect_seconds: float = 10.0,
     implementation: str | None = None,
 ) -> Pipeline:
     kind = implementation or os.environ.get("MESHGATE_AUDIT_PIPELINE") or "libpq"
+    make: Factory
     if kind == "psycopg":
         from .aio import PsycopgPipeline
 
-        return PsycopgPipeline(loop, on_group, on_progress, on_broken, connect_seconds)
-    if kind != "libpq":
-        raise ValueError(f"unknown pipeline implementation {kind!r}")
-    from .libpq import LibpqPipeline
+        make = PsycopgPipeline
+    elif kind == "libpq":
+        from .libpq import LibpqPipeline
 
-    return LibpqPipeline(loop, on_group, on_progress, on_broken, connect_seconds)
+        make = LibpqPipeline
+    else:
+        raise ValueError(f"unknown pipeline implementation {kind!r}")
+    return make(loop, on_group, on_progress, on_broken, connect_seconds)
 
 
 __all__ = [

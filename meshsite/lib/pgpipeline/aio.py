@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from .base import GroupCallback, Params, StatementResult
+from .base import Params, PipelineBase, StatementResult
 
 
-class PsycopgPipeline:
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_group: GroupCallback,
-        on_progress: Callable[[], None],
-        on_broken: Callable[[BaseException], None],
-        connect_seconds: float = 10.0,
-    ) -> None:
-        self.loop = loop
-        self.connect_seconds = connect_seconds
-        self._on_group = on_group
-        self._on_progress = on_progress
-        self._on_broken = on_broken
+class PsycopgPipeline(PipelineBase):
+    def _init(self) -> None:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._sql: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -62,7 +50,7 @@ class PsycopgPipeline:
                 **params,
             )
         except psycopg.Error as exc:
-            raise ConnectionError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+            raise self.connect_error(type(exc).__name__) from None
         try:
             for sql in setup:
                 await conn.execute(sql.encode())
@@ -74,7 +62,7 @@ class PsycopgPipeline:
 
     def send_group(self, statements: Sequence[tuple[str, Params]]) -> None:
         if self._conn is None:
-            raise ConnectionError("the pipeline is closed")
+            raise self.closed_error()
         self._in_flight += 1
         task = self.loop.create_task(self._run(self._conn, list(statements)))
         self._tasks.add(task)
@@ -99,7 +87,8 @@ class PsycopgPipeline:
                         value = None
                         if cursor.description:
                             row = await cursor.fetchone()
-                            value = None if row is None else str(row[0]).encode()
+                            if row is not None and row[0] is not None:  # NULL is None
+                                value = str(row[0]).encode()
                         results.append(StatementResult(True, value))
                 except psycopg.errors.Error as exc:
                     if conn.closed or conn.broken:

@@ -9,6 +9,7 @@ gets the error once and the pipeline is closed: what was in flight is unanswered
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +25,8 @@ class StatementResult:
 
 
 GroupCallback = Callable[[list[StatementResult]], None]
+ProgressCallback = Callable[[], None]
+BrokenCallback = Callable[[BaseException], None]
 
 
 class Pipeline(Protocol):
@@ -54,6 +57,43 @@ class Pipeline(Protocol):
 
     @property
     def backend_pid(self) -> int: ...
+
+
+class PipelineBase:
+    """What both implementations (`libpq.py`, `aio.py`) share: the loop they run on, the
+    owner's callbacks, how long connecting may take, and the errors they raise alike."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_group: GroupCallback,
+        on_progress: ProgressCallback,
+        on_broken: BrokenCallback,
+        connect_seconds: float = 10.0,
+    ) -> None:
+        self.loop = loop
+        self.connect_seconds = connect_seconds
+        self._on_group = on_group
+        self._on_progress = on_progress
+        self._on_broken = on_broken
+        self._init()
+
+    def _init(self) -> None:
+        """The implementation's own state, as a new pipeline starts."""
+
+    @staticmethod
+    def closed_error() -> ConnectionError:
+        return ConnectionError("the pipeline is closed")
+
+    @staticmethod
+    def connect_error(reason: str) -> ConnectionError:
+        return ConnectionError(f"cannot connect to PostgreSQL: {reason}")
+
+
+# How `pipeline(...)` makes either implementation.
+Factory = Callable[
+    [asyncio.AbstractEventLoop, GroupCallback, ProgressCallback, BrokenCallback, float], Pipeline
+]
 
 
 def numbered(sql: str) -> str:

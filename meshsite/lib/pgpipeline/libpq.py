@@ -13,32 +13,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from psycopg import pq
 from psycopg.conninfo import conninfo_attempts_async, make_conninfo
 
-from .base import GroupCallback, Params, StatementResult, numbered
+from .base import Params, PipelineBase, StatementResult, numbered
 
 _POLLING = (pq.PollingStatus.READING, pq.PollingStatus.WRITING)  # not done yet
 _GOOD = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
 
 
-class LibpqPipeline:
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_group: GroupCallback,
-        on_progress: Callable[[], None],
-        on_broken: Callable[[BaseException], None],
-        connect_seconds: float = 10.0,
-    ) -> None:
-        self.loop = loop
-        self.connect_seconds = connect_seconds
-        self._on_group = on_group
-        self._on_progress = on_progress
-        self._on_broken = on_broken
+class LibpqPipeline(PipelineBase):
+    def _init(self) -> None:
         self._pgconn: pq.abc.PGconn | None = None
         self._fd = -1
         # Per group in flight: its size, or None for the set-up group (its results go to
@@ -116,7 +104,7 @@ class LibpqPipeline:
             finally:
                 if pgconn is not None:  # failed, timed out, or cancelled (a shutdown)
                     pgconn.finish()
-        raise ConnectionError(f"cannot connect to PostgreSQL: {failure}")
+        raise self.connect_error(failure)
 
     async def _wait_for_socket(self, fd: int, status: pq.PollingStatus) -> None:
         ready: asyncio.Future[None] = self.loop.create_future()
@@ -141,7 +129,7 @@ class LibpqPipeline:
     def send_group(self, statements: Sequence[tuple[str, Params]]) -> None:
         pgconn = self._pgconn
         if pgconn is None:
-            raise ConnectionError("the pipeline is closed")
+            raise self.closed_error()
         for name, params in statements:
             pgconn.send_query_prepared(name.encode(), params)
         pgconn.pipeline_sync()

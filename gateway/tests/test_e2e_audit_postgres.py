@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
-from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -26,7 +24,7 @@ from gateway.tests.test_e2e_audit import (
     read_until,
     request_id_of,
 )
-from gateway.tests.test_e2e_support import make_gateway
+from gateway.tests.test_e2e_support import make_gateway, postgres_database
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="the PostgreSQL loop writer needs PostgreSQL"
@@ -39,24 +37,16 @@ AUDIT_WAIT = 2  # seconds a call waits for its record
 @pytest.fixture(scope="module")
 def gateway(simulator, tmp_path_factory):
     """A gateway on a PostgreSQL database of its own, beside the test database."""
-    server = urlsplit(os.environ["DATABASE_URL"])
-    name = f"e2e_audit_{uuid.uuid4().hex[:8]}"
-    admin = server._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with postgres_database("e2e_audit") as url:
         gw = make_gateway(
             simulator,
             tmp_path_factory.mktemp("gw-pg"),
-            DATABASE_URL=server._replace(path=f"/{name}").geturl(),
+            DATABASE_URL=url,
             MESHGATE_AUDIT_WAIT_SECONDS=str(AUDIT_WAIT),
         )
         gw.start()
         yield gw
         gw.stop()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def sql(gw, statement: str) -> list[tuple]:

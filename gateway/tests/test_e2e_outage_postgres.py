@@ -9,9 +9,7 @@ terminated.
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import openai
@@ -20,7 +18,7 @@ import pytest
 from django.db import connection
 
 from gateway.tests.relay import Relay
-from gateway.tests.test_e2e_support import make_gateway
+from gateway.tests.test_e2e_support import make_gateway, postgres_database
 
 pytestmark = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="PostgreSQL outages need PostgreSQL"
@@ -33,23 +31,15 @@ MESSAGES = [{"role": "user", "content": "Hello"}]
 @pytest.fixture(scope="module")
 def seeded(simulator, tmp_path_factory):
     """A seeded gateway (not started) on a PostgreSQL database of its own."""
-    server = urlsplit(os.environ["DATABASE_URL"])
-    name = f"e2e_outage_{uuid.uuid4().hex[:8]}"
-    admin = server._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with postgres_database("e2e_outage") as url:
         gw = make_gateway(
             simulator,
             tmp_path_factory.mktemp("gw-outage"),
-            DATABASE_URL=server._replace(path=f"/{name}").geturl(),
+            DATABASE_URL=url,
             MESHGATE_AUDIT_WAIT_SECONDS=str(AUDIT_WAIT),
         )
         yield gw
         gw.stop()
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

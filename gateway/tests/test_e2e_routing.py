@@ -8,20 +8,10 @@ import time
 import httpx
 import pytest
 
-from gateway.tests.test_e2e_support import gateway_fixture  # noqa: F401
+from gateway.tests.test_e2e_support import gateway_fixture, post  # noqa: F401
 from gateway.validation import REDIRECT_FIELDS
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
-
-
-def post(gw, body, key="alice", path="/chat/completions", **kwargs):
-    return httpx.post(
-        gw.url + path,
-        json=body,
-        headers={"Authorization": f"Bearer {gw.keys[key]}"},
-        timeout=30,
-        **kwargs,
-    )
 
 
 REDIRECTS = [*sorted(REDIRECT_FIELDS), "aws_access_key_id", "azure_endpoint", "AWS_REGION"]

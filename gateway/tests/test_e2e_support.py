@@ -17,7 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -281,3 +284,29 @@ def gateway_fixture(simulator, tmp_path_factory):
     gw.start()
     yield gw
     gw.stop()
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """The URL of a PostgreSQL database of its own, beside the test database (DATABASE_URL),
+    created for the caller and dropped after it."""
+    import psycopg
+
+    server = urlsplit(os.environ["DATABASE_URL"])
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = server._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield server._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def post(gw: Gateway, body: dict, key: str = "alice", path: str = "/chat/completions", **kwargs):
+    """A call to the running gateway with one of its seeded keys (a 60 s timeout unless told)."""
+    kwargs.setdefault("timeout", 60)
+    return httpx.post(
+        gw.url + path, json=body, headers={"Authorization": f"Bearer {gw.keys[key]}"}, **kwargs
+    )

@@ -8,19 +8,9 @@ import time
 import httpx
 
 from connections.tests.upstreams import RawUpstream, chat_answer
-from gateway.tests.test_e2e_support import gateway_fixture  # noqa: F401
+from gateway.tests.test_e2e_support import gateway_fixture, post  # noqa: F401
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
-
-
-def post(gw, body, key="alice", path="/chat/completions", **kwargs):
-    return httpx.post(
-        gw.url + path,
-        json=body,
-        headers={"Authorization": f"Bearer {gw.keys[key]}"},
-        timeout=60,
-        **kwargs,
-    )
 
 
 def test_a_retry_after_longer_than_the_budget_is_answered_at_once(gateway, simulator):

@@ -20,6 +20,9 @@ and reads the worker's RSS after each. The results, the ratios Meshgate / LiteLL
 issue's targets go to bench/RESULTS.md.
 
     .venv/bin/python bench/peers.py [--quick] [--memory-requests N] [--targets a,b]
+
+Beside it: `peers_targets.py` (installing wrk and LiteLLM, starting and stopping targets),
+`peers_proc.py` (CPU and memory from /proc), `peers_report.py` (the tables, RESULTS.md).
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ import argparse
 import dataclasses
 import json
 import os
-import secrets
-import shutil
 import signal
 import socket
 import statistics
@@ -42,160 +43,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import overhead  # bench/ is not a package: imported from beside this file
-from peers_proc import cpu_seconds, process_tree, processes_named, rss_mb
+from peers_proc import cpu_seconds, processes_named, rss_mb
 from peers_report import Row, render, row_line, versions
+from peers_targets import (
+    WORK,
+    Target,
+    ensure_litellm,
+    ensure_wrk,
+    start_litellm,
+    start_meshgate,
+    stop,
+)
 
 ROOT = overhead.ROOT
 PYTHON = overhead.PYTHON
 SIM_KEY = overhead.SIM_KEY
-LITELLM_VERSION = "1.106.12"  # 1.108+ wants litellm-proxy, which PyPI does not serve
-LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
-WORK = ROOT / "bench" / ".work" / "peers"
 RESULTS = ROOT / "bench" / "RESULTS.md"
 LAST_RUN = WORK / "last-run.json"
 RUN_ARGS = ("seconds", "warmup", "probe", "memory_requests", "memory_seconds")
-PG_URL = os.environ.get(
-    "BENCH_PEERS_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/bench_peers"
-)
-REDIS_URL = os.environ.get("BENCH_PEERS_REDIS_URL", "redis://127.0.0.1:6379/12")
 CONCURRENCIES = (1, 16, 64)
 TARGETS = ("simulator", "litellm", "meshgate-embedded", "meshgate-postgres")
-VARIANTS = {"meshgate-embedded": "sqlite", "meshgate-postgres": "postgres-quotas"}
 PROMPT = [{"role": "user", "content": "Say something short about the sea"}]
-
-
-# --- installing what the run needs ----------------------------------------------------------
-
-
-def ensure_wrk() -> str:
-    if not shutil.which("wrk"):
-        print("wrk is missing: apt-get install -y wrk", flush=True)
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        installed = subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, timeout=300)
-        if installed.returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], env=env, timeout=300, check=True)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=env, timeout=300)
-    path = shutil.which("wrk")
-    if not path:
-        raise SystemExit("bench-peers: wrk is not installed and apt-get could not install it")
-    return path
-
-
-def ensure_litellm() -> Path:
-    """LiteLLM's proxy, pinned, in its own virtual environment (installed once)."""
-    stamp = LITELLM_VENV / ".installed"
-    binary = LITELLM_VENV / "bin" / "litellm"
-    if binary.exists() and stamp.exists() and stamp.read_text().strip() == LITELLM_VERSION:
-        return binary
-    print(f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_VENV}", flush=True)
-    if not (LITELLM_VENV / "bin" / "python").exists():
-        subprocess.run([PYTHON, "-m", "venv", str(LITELLM_VENV)], check=True, timeout=120)
-    pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, f"litellm[proxy]=={LITELLM_VERSION}"], check=True, timeout=1200)
-    stamp.write_text(LITELLM_VERSION + "\n")
-    return binary
-
-
-# --- processes and what they cost -------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Target:
-    name: str
-    port: int
-    key: str
-    model: str
-    process: subprocess.Popen | None = None
-    env: dict[str, str] | None = None  # Meshgate's, to count its records
-    # What wrk finished against this target, for the audit count.
-    completed: int = 0
-    non_2xx: int = 0
-    socket_errors: int = 0
-    in_flight_at_stop: int = 0
-    probed: int = 0
-
-    def ids_file(self) -> Path:
-        return WORK / f"{self.name}-request-ids.txt"
-
-    def pids(self) -> set[int]:
-        return process_tree(self.process.pid) if self.process else set()
-
-
-def start_litellm(binary: Path, sim_port: int) -> Target:
-    master_key = "sk-" + "bench-" + secrets.token_hex(12)  # built here, never committed
-    config = WORK / "litellm.yaml"
-    config.write_text(
-        "model_list:\n"
-        "  - model_name: gpt-4o-mini\n"
-        "    litellm_params:\n"
-        "      model: openai/gpt-4o-mini\n"
-        f"      api_base: http://127.0.0.1:{sim_port}/v1\n"
-        f"      api_key: {SIM_KEY}\n"
-        "litellm_settings:\n"
-        "  telemetry: false\n"
-        "  set_verbose: false\n"
-        "general_settings:\n"
-        f"  master_key: {master_key}\n"
-    )
-    port = overhead.free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"DATABASE_URL", "REDIS_URL", "VIRTUAL_ENV", "PYTHONPATH"}
-    }
-    # Offline, quiet and in production mode, as its production checklist advises.
-    env.update(
-        LITELLM_LOCAL_MODEL_COST_MAP="True",
-        LITELLM_LOG="ERROR",
-        LITELLM_MODE="PRODUCTION",
-        NO_DOCS="True",
-    )
-    log = open(WORK / "litellm.log", "wb")  # noqa: SIM115 (the process holds it)
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--num_workers",
-            "1",
-            "--telemetry",
-            "False",
-        ],
-        cwd=WORK,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    overhead.wait_http(port, "/health/liveliness", seconds=180)
-    return Target("litellm", port, master_key, "gpt-4o-mini", process)
-
-
-def start_meshgate(name: str, workdir: Path, sim_port: int) -> Target:
-    variant = VARIANTS[name]
-    if variant.startswith("postgres"):
-        import redis
-
-        redis.Redis.from_url(REDIS_URL).flushdb()  # db 12 is this benchmark's own
-    env, key = overhead.prepare_variant(
-        variant, workdir, sim_port, pg_url=PG_URL, redis_url=REDIS_URL
-    )
-    process, port = overhead.start_meshgate(env)
-    return Target(name, port, key, "sim/gpt-4o-mini", process, env)
-
-
-def stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 # --- load -----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from .base import (
 )
 from .connection import HIGH_WATER
 from .lean import HTTPClient
+from .probe import PeerCertificate, peer_certificate
 from .proxy import Proxies, Proxy
 from .trust import cause, tls_context
 
@@ -81,6 +82,7 @@ __all__ = [
     "ConnectError",
     "HTTPClient",
     "Headers",
+    "PeerCertificate",
     "Proxies",
     "Proxy",
     "RemoteProtocolError",
@@ -90,5 +92,6 @@ __all__ = [
     "cause",
     "client",
     "encode_headers",
+    "peer_certificate",
     "tls_context",
 ]

@@ -70,7 +70,7 @@ def _connection(slug, url, *, secrets=None, **fields) -> str:
 @pytest.fixture(scope="module")
 def gateway(simulator, tmp_path_factory, pki, upstreams, proxies):
     plain, mutual = upstreams
-    open_proxy, locked = proxies
+    _, locked = proxies
     gw = make_gateway(simulator, tmp_path_factory.mktemp("gw"))
     ca = pki.text("ca.pem")
     code = ADD + "".join(

@@ -2,7 +2,8 @@
 
 Hot path: requests are signed with botocore's SigV4 signer (service `bedrock`,
 credentials from the connection's secrets, or the host's AWS credential chain
-when none are set) and sent over one pooled `http.Client` to
+when none are set, resolved and refreshed in a worker thread: `credentials.py`)
+and sent over one pooled `http.Client` to
 `https://bedrock-runtime.{region}.amazonaws.com`, or the connection's base URL.
 ConverseStream's event-stream frames are decoded with botocore's parser and
 re-emitted as OpenAI `chat.completion.chunk` frames.
@@ -38,7 +39,7 @@ from urllib.parse import quote
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from meshsite.lib import http
 
@@ -51,6 +52,8 @@ from ..openai import (
     malformed_error,
     post_checked,
 )
+from .credentials import ChainCredentials
+from .credentials import static as static_credentials
 from .stream import ConverseStream
 from .translate import completion_from, converse_request, invalid
 
@@ -92,29 +95,17 @@ class BedrockAdapter(Adapter):
         default = f"https://bedrock-runtime.{self.region}.amazonaws.com"
         self.endpoint = (config.base_url or default).rstrip("/")
         self._pool = PooledClients(config)
-        self._credentials: Credentials | None = None
+        # The connection's own keys, or else the host's credential chain (see credentials.py).
+        self._static = static_credentials(config.secrets)
+        self._chain = ChainCredentials()
 
-    def credentials(self) -> Credentials:
-        secrets = self.config.secrets
-        if secrets.get("aws_access_key_id") and secrets.get("aws_secret_access_key"):
-            return Credentials(
-                secrets["aws_access_key_id"],
-                secrets["aws_secret_access_key"],
-                secrets.get("aws_session_token") or None,
-            )
-        if self._credentials is None:
-            # No keys on the connection: the host's credential chain (instance role, env, ...).
-            import botocore.session
+    def credentials(self) -> Credentials | ReadOnlyCredentials:
+        """Off the event loop only (Discover, Test connection): may fetch from the chain."""
+        return self._static or self._chain.sync()
 
-            found = botocore.session.get_session().get_credentials()
-            if found is None:
-                raise ProviderError(
-                    "This Bedrock connection has no AWS credentials.",
-                    status=502,
-                    code="upstream_auth_failed",
-                )
-            self._credentials = found
-        return self._credentials.get_frozen_credentials()
+    async def _signing_credentials(self) -> Credentials | ReadOnlyCredentials:
+        """On the loop: the connection's keys, or the chain's, resolved in a thread."""
+        return self._static or await self._chain.get()
 
     def _check_region(self) -> None:
         if not self._region_ok:
@@ -140,7 +131,7 @@ class BedrockAdapter(Adapter):
                 "accept": accept,
             },
         )
-        SigV4Auth(self.credentials(), "bedrock", self.region).add_auth(signed)
+        SigV4Auth(await self._signing_credentials(), "bedrock", self.region).add_auth(signed)
         headers = {k: v for k, v in signed.headers.items() if k.lower() != "host"}
         return await post_checked(
             self._pool.get(),

@@ -31,7 +31,7 @@ class SlowCredentials:
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 endpoint.requests += 1
                 endpoint.holding.set()
                 time.sleep(2.5 if endpoint.requests == 1 else 0.5)

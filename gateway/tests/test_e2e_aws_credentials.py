@@ -91,7 +91,8 @@ def gateway(simulator, tmp_path_factory, credentials):
         f"c = Connection(name='Chain', slug='chain', kind='bedrock', region='us-east-1', "
         f"base_url={simulator.url!r}, timeout_seconds=20, max_retries=0)\n"
         "c.save()\n"
-        f"m = LLM.objects.create(connection=c, name={BEDROCK_MODEL!r}, kind='chat', approved=True)\n"
+        f"m = LLM.objects.create(connection=c, name={BEDROCK_MODEL!r}, kind='chat', "
+        "approved=True)\n"
         "assign_perm('connections.use_llm', User.objects.get(username='alice').groups.first(), m)\n"
     )
     gw.start()

@@ -155,6 +155,8 @@ class Proxies:
             return f"via proxy {proxy.label} (from {where})"
         if self.source == "none":
             return "direct (no proxy)"
+        if (self._https if scheme == "https" else self._http) is None:
+            return f"direct (no proxy for {scheme})"
         return "direct (NO_PROXY matches)"
 
 

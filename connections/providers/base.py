@@ -177,8 +177,12 @@ class Adapter:
 
     @classmethod
     def preload(cls) -> None:
-        """Import what a first call would import. Called in a worker thread when the catalog
-        loads, so a slow import never runs on the event loop."""
+        """Import what a first call would import, and read the system's trust store (the TLS
+        context every connection's client starts from). Called in a worker thread when the
+        catalog loads, so neither runs on the event loop."""
+        from .transport import warm
+
+        warm()
 
     # --- hot path (async, wire protocol) --------------------------------------------------
 

@@ -123,6 +123,11 @@ def ca_bundles() -> tuple[str, ...]:
     return (bundle,) if bundle else ()
 
 
+def warm() -> None:
+    """Read the system's trust store and MESHGATE_CA_BUNDLE now (cached per process)."""
+    http.tls_context(ca_bundles=ca_bundles())
+
+
 def transport_for(config: Any) -> Transport:
     """The transport of one connection version (built once, with its adapter)."""
     secrets = config.secrets

@@ -144,12 +144,9 @@ class ConnectionForm(forms.ModelForm):
 
     def clean_secret_headers(self) -> str:
         text = self.cleaned_data.get("secret_headers") or ""
-        from .providers.transport import header_errors, parse_secret_headers
+        from .providers.transport import secret_headers_error
 
-        try:
-            problem = header_errors(parse_secret_headers(text))
-        except ValueError as exc:
-            problem = str(exc)
+        problem = secret_headers_error(text)
         if problem:
             raise forms.ValidationError(problem)
         return text

@@ -211,6 +211,12 @@ class Connection(models.Model):
         for field, value in values.items():
             if field not in self.secret_field_names:
                 raise ValueError(f"{field!r} is not a secret field of a {self.kind} connection")
+            if field == "secret_headers" and value:
+                from .providers.transport import secret_headers_error
+
+                problem = secret_headers_error(value)
+                if problem:
+                    raise ValidationError({field: problem})
             if value:
                 current[field] = value
                 self.secrets_set_at = {**self.secrets_set_at, field: now}

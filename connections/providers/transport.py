@@ -85,6 +85,14 @@ def header_errors(headers: Any) -> str | None:
     return None
 
 
+def secret_headers_error(text: str) -> str | None:
+    """Why secret header lines cannot be used (their values are not named), or None."""
+    try:
+        return header_errors(parse_secret_headers(text))
+    except ValueError as exc:
+        return str(exc)
+
+
 def network_errors(connection: Any) -> dict[str, str]:
     """Why a connection's network settings cannot be used, per field (for `clean`)."""
     errors: dict[str, str] = {}

@@ -239,3 +239,17 @@ def test_connection_failures_name_their_cause(implementation):
     proxies = Proxies.fixed(f"http://127.0.0.1:{port}")
     error = failure(implementation, "https://localhost:1/v1", proxies=proxies)
     assert error.cause == "proxy: connect refused"
+
+
+def test_ssl_cert_file_is_honoured_as_the_system_trust_store(
+    implementation, upstream, pki, monkeypatch
+):
+    from meshsite.lib.http import trust
+
+    monkeypatch.setenv("SSL_CERT_FILE", pki.path("ca.pem"))
+    trust._base_context.cache_clear()
+    try:
+        assert post(implementation, upstream.url())[0] == 200
+    finally:
+        monkeypatch.delenv("SSL_CERT_FILE")
+        trust._base_context.cache_clear()

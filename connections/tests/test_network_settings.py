@@ -133,3 +133,18 @@ def test_a_failing_upstream_is_logged_once_a_minute(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "meshgate.upstream"]
     assert len(lines) == 3
     assert "tls: unknown CA" in lines[0] and "https://vllm.example:8443" in lines[0]
+
+
+def test_an_unusable_proxy_variable_fails_calls_clearly_instead_of_going_around_it(monkeypatch):
+    import asyncio
+
+    from connections.providers import ProviderError, build_adapter
+
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://proxy.example:1080")
+    adapter = build_adapter(
+        ConnectionConfig(id=1, slug="x", kind="openai", version=1, secrets={"api_key": "k"})
+    )
+    with pytest.raises(ProviderError) as raised:
+        asyncio.run(adapter.chat("gpt-4o-mini", {"messages": []}))
+    assert raised.value.code == "invalid_connection"
+    assert "http://host:port" in raised.value.message

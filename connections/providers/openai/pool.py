@@ -28,12 +28,25 @@ class PooledClients:
     def __init__(self, config: ConnectionConfig) -> None:
         self._config = config
         # Proxy and trust are decided here, once per connection version, never per request.
-        self.transport: Transport = transport_for(config)
+        # Unusable settings (a proxy variable that is no http:// URL, a key that does not
+        # fit its certificate) fail every call with a clear error, never go around them.
+        self._unusable: ProviderError | None = None
+        try:
+            self.transport: Transport = transport_for(config)
+        except ValueError as exc:
+            self._unusable = ProviderError(
+                f"This connection's network settings cannot be used: {exc}.",
+                status=502,
+                code="invalid_connection",
+            )
+            self.transport = Transport(http.tls_context(), http.Proxies.none())
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, http.Client] = (
             weakref.WeakKeyDictionary()
         )
 
     def get(self) -> http.Client:
+        if self._unusable is not None:
+            raise self._unusable
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:

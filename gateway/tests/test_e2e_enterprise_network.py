@@ -99,6 +99,7 @@ def gateway(simulator, tmp_path_factory, pki, upstreams, proxies):
                 ca_certificate=ca,
                 proxy_url=f"http://egress@127.0.0.1:{locked.port}",
             ),
+            _connection("unverified", plain.url(), skip_tls_verify=True, proxy_url="none"),
             _connection(
                 "headers",
                 plain.url(),
@@ -153,6 +154,20 @@ def test_meshgate_ca_bundle_makes_the_private_ca_trusted(gateway, pki):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_connection_that_skips_verification_says_so_in_every_record(gateway):
+    response = sdk(gateway).chat.completions.with_raw_response.create(
+        model="unverified/gpt-4o-mini", messages=MESSAGES
+    )
+    record = gateway.record(response.headers["x-request-id"], outcome_not="interrupted")
+    assert record["outcome"] == "ok"
+    assert json.loads(record["attempts"])[0]["tls_verified"] is False
+    trusted = sdk(gateway).chat.completions.with_raw_response.create(
+        model="own-ca/gpt-4o-mini", messages=MESSAGES
+    )
+    record = gateway.record(trusted.headers["x-request-id"], outcome_not="interrupted")
+    assert "tls_verified" not in json.loads(record["attempts"])[0]
 
 
 def test_mutual_tls_with_the_client_certificate_and_without(gateway):

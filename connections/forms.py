@@ -21,7 +21,12 @@ SECRET_LABELS = {
     "aws_access_key_id": "AWS access key id",
     "aws_secret_access_key": "AWS secret access key",
     "aws_session_token": "AWS session token",
+    "client_key": "Client certificate's private key (PEM)",
+    "proxy_password": "Proxy password",
+    "secret_headers": "Secret headers ('Name: value' lines)",
 }
+# Secrets typed as several lines (a PEM key, header lines).
+MULTILINE_SECRETS = frozenset({"client_key", "secret_headers"})
 
 KIND_HELP = {
     Connection.Kind.OPENAI: "OpenAI: an API key. Base URL optional "
@@ -40,6 +45,13 @@ KIND_HELP = {
     'e.g. {"models_dir": "/srv/models", "device": "cpu", "max_concurrent_generations": 2, '
     '"max_loaded_models": 2, "idle_unload_seconds": 900}. Nothing is ever downloaded.',
 }
+
+
+class SecretTextarea(forms.Textarea):
+    """A several-line secret: like PasswordInput(render_value=False), never shows a value."""
+
+    def format_value(self, value: Any) -> None:
+        return None
 
 
 def _kind_help(kind: str) -> str:
@@ -96,13 +108,16 @@ class ConnectionForm(forms.ModelForm):
         names = self.instance.secret_field_names if saved else _all_secret_fields()
         for name in names:
             status = secret_status(self.instance, name) if saved else "not set"
+            widget: forms.Widget = forms.PasswordInput(
+                render_value=False, attrs={"autocomplete": "new-password"}
+            )
+            if name in MULTILINE_SECRETS:  # never rendered with a value either
+                widget = SecretTextarea(attrs={"rows": 3, "autocomplete": "off"})
             self.fields[name] = forms.CharField(
                 label=SECRET_LABELS.get(name, name),
                 required=False,
                 strip=True,
-                widget=forms.PasswordInput(
-                    render_value=False, attrs={"autocomplete": "new-password"}
-                ),
+                widget=widget,
                 help_text=f"{status[0].upper()}{status[1:]}. Type a new value to replace it; "
                 f"leave empty to keep it. Used by: {_kinds_using(name)}.",
             )
@@ -123,6 +138,18 @@ class ConnectionForm(forms.ModelForm):
             if cleaned.get(name) and name not in allowed:
                 self.add_error(name, f"A {Connection.Kind(kind).label} connection has no {name}.")
         return cleaned
+
+    def clean_extra_headers(self) -> dict[str, Any]:
+        return self.cleaned_data.get("extra_headers") or {}
+
+    def clean_secret_headers(self) -> str:
+        text = self.cleaned_data.get("secret_headers") or ""
+        from .providers.transport import secret_headers_error
+
+        problem = secret_headers_error(text)
+        if problem:
+            raise forms.ValidationError(problem)
+        return text
 
     def _secret_names(self) -> list[str]:
         return [name for name in _all_secret_fields() if name in self.fields]

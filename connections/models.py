@@ -70,11 +70,19 @@ class Connection(models.Model):
         REDACTED = "redacted", "Bodies with personal data redacted"
 
     # The secret fields each kind takes; values are stored encrypted in `secrets_ciphertext`.
+    # Every kind that goes over the network also takes the network's secrets: the private
+    # key of its client certificate, its proxy's password, and secret request headers.
+    NETWORK_SECRETS = ("client_key", "proxy_password", "secret_headers")
     SECRET_FIELDS: dict[str, tuple[str, ...]] = {
-        Kind.OPENAI: ("api_key",),
-        Kind.AZURE_OPENAI: ("api_key",),
-        Kind.BEDROCK: ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"),
-        Kind.OPENAI_COMPATIBLE: ("api_key",),
+        Kind.OPENAI: ("api_key", *NETWORK_SECRETS),
+        Kind.AZURE_OPENAI: ("api_key", *NETWORK_SECRETS),
+        Kind.BEDROCK: (
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_session_token",
+            *NETWORK_SECRETS,
+        ),
+        Kind.OPENAI_COMPATIBLE: ("api_key", *NETWORK_SECRETS),
         Kind.HUGGINGFACE_LOCAL: (),
     }
 
@@ -97,6 +105,34 @@ class Connection(models.Model):
         blank=True,
         help_text="Kind-specific non-secret settings (Azure deployments, local models directory, "
         "device, ...).",
+    )
+    # The network between Meshgate and the provider (see connections/providers/transport.py).
+    proxy_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Egress proxy: empty uses the environment's HTTPS_PROXY/HTTP_PROXY/ALL_PROXY "
+        "and NO_PROXY; 'none' goes direct; or http://[user@]host:port (the password is a "
+        "secret below).",
+    )
+    ca_certificate = models.TextField(
+        blank=True,
+        help_text="Extra certificate authority (PEM) trusted for this connection, besides the "
+        "system's trust store and MESHGATE_CA_BUNDLE.",
+    )
+    client_certificate = models.TextField(
+        blank=True,
+        help_text="Client certificate (PEM) for mutual TLS; its private key is a secret below.",
+    )
+    skip_tls_verify = models.BooleanField(
+        default=False,
+        help_text="Do NOT verify the provider's certificate. Anyone on the path can then read "
+        "and change calls; the admin shows it in red and every call record says so.",
+    )
+    extra_headers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Request headers sent on every call, e.g. {"X-Tenant": "finance"}. Secret '
+        "values go in the secret headers below.",
     )
     secrets_ciphertext = models.TextField(blank=True, editable=False)
     secrets_set_at = models.JSONField(
@@ -145,6 +181,10 @@ class Connection(models.Model):
                     validate_base_url(value)
                 except ValidationError as exc:
                     raise ValidationError({"options": [f"{name}: {m}" for m in exc.messages]})
+        from .providers.transport import network_errors
+
+        for name, message in network_errors(self).items():
+            raise ValidationError({name: message})
         if self.kind in {self.Kind.OPENAI_COMPATIBLE, self.Kind.AZURE_OPENAI} and not self.base_url:
             raise ValidationError({"base_url": "This kind of connection needs a base URL."})
         if self.kind == self.Kind.HUGGINGFACE_LOCAL:
@@ -171,6 +211,12 @@ class Connection(models.Model):
         for field, value in values.items():
             if field not in self.secret_field_names:
                 raise ValueError(f"{field!r} is not a secret field of a {self.kind} connection")
+            if field == "secret_headers" and value:
+                from .providers.transport import secret_headers_error
+
+                problem = secret_headers_error(value)
+                if problem:
+                    raise ValidationError({field: problem})
             if value:
                 current[field] = value
                 self.secrets_set_at = {**self.secrets_set_at, field: now}

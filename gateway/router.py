@@ -40,7 +40,16 @@ class Attempts:
     # The target whose attempt a client's hang-up cut (it was called: the call is billed).
     cut: Target | None = None
 
-    def add(self, target: Target, status: int, started: float, error: str = "") -> None:
+    def add(
+        self,
+        target: Target,
+        status: int,
+        started: float,
+        error: str = "",
+        *,
+        cause: str = "",
+        unverified: bool = False,
+    ) -> None:
         item = {
             "llm": target.mesh_id,
             "llm_id": target.llm_id,
@@ -51,6 +60,10 @@ class Attempts:
         }
         if error:
             item["error"] = error
+        if cause:  # a connection failure's class: "dns", "tls: unknown CA", ...
+            item["cause"] = cause
+        if unverified:  # the connection does not verify the provider's certificate
+            item["tls_verified"] = False
         self.items.append(item)
 
 
@@ -76,12 +89,20 @@ async def _attempt(
             continue
         adapter = clients.adapter_for(config)
         tries = 1 + max(0, config.max_retries)
+        unverified = not config.verify_tls
         for attempt in range(tries):
             started = time.monotonic()
             try:
                 result = await call(adapter, target.name, body)
             except ProviderError as exc:
-                attempts.add(target, exc.status, started, exc.code or "upstream_error")
+                attempts.add(
+                    target,
+                    exc.status,
+                    started,
+                    exc.code or "upstream_error",
+                    cause=exc.cause,
+                    unverified=unverified,
+                )
                 last_error = exc
                 if not exc.retryable:
                     raise
@@ -96,14 +117,14 @@ async def _attempt(
                 continue
             except asyncio.CancelledError:
                 # The client hung up while this target was answering.
-                attempts.add(target, 499, started, "client_disconnected")
+                attempts.add(target, 499, started, "client_disconnected", unverified=unverified)
                 attempts.cut = target
                 raise
             except Exception:
                 # Our own failure or an adapter bug: recorded as an attempt, then a 500.
                 attempts.add(target, 500, started, "internal_error")
                 raise
-            attempts.add(target, 200, started)
+            attempts.add(target, 200, started, unverified=unverified)
             return target, result
     if last_error is None:
         last_error = ProviderError(

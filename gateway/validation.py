@@ -1,10 +1,13 @@
 """Request checks made before anything is sent upstream.
 
 Fields that could redirect a call (a base URL, a key, extra headers...) are
-refused wherever they appear in the JSON: an SDK's `extra_body` or a provider
-that reads nested options must never be able to point Meshgate's credentials at
-another host. Shapes are checked only as far as needed to give a clear 400
-rather than a confusing upstream error; unknown fields pass on.
+refused where a client library or a provider reads them as routing: the body's
+own top-level fields (an SDK's `extra_body` lands there), each message's own
+fields and `stream_options`. Never inside what is data to the model: tool
+parameter schemas, `response_format` schemas, message content or `metadata`
+values, where `organization`, `headers` or `aws_region` are ordinary property
+names of ordinary tools. Shapes are checked only as far as needed to give a
+clear 400 rather than a confusing upstream error; unknown fields pass on.
 """
 
 from __future__ import annotations
@@ -31,29 +34,40 @@ REDIRECT_FIELDS = frozenset(
 )
 REDIRECT_PREFIXES = ("aws_", "azure_")
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_MAX_DEPTH = 64
+# Objects inside the body whose own keys a client library or provider may read as routing.
+ROUTING_OBJECTS = ("stream_options",)
 
 
-def find_redirect_field(data: Any, path: str = "", depth: int = 0) -> str | None:
-    """The JSON path of the first redirecting field in `data`, or None."""
-    if depth > _MAX_DEPTH:
-        return path or "body"
-    if isinstance(data, dict):
-        for key, value in data.items():
-            lowered = key.lower() if isinstance(key, str) else ""
-            here = f"{path}.{key}" if path else str(key)
-            if lowered in REDIRECT_FIELDS or lowered.startswith(REDIRECT_PREFIXES):
-                return here
-            if isinstance(value, dict | list):
-                found = find_redirect_field(value, here, depth + 1)
-                if found:
-                    return found
-    elif isinstance(data, list):
-        for index, item in enumerate(data):
-            if isinstance(item, dict | list):
-                found = find_redirect_field(item, f"{path}[{index}]", depth + 1)
-                if found:
-                    return found
+def _redirecting(key: Any) -> bool:
+    if not isinstance(key, str):
+        return False
+    lowered = key.lower()
+    return lowered in REDIRECT_FIELDS or lowered.startswith(REDIRECT_PREFIXES)
+
+
+def find_redirect_field(body: Any) -> str | None:
+    """The JSON path of the first redirecting field where one can redirect a call, or None.
+
+    Only keys are looked at, and only the body's own, each message's own and those of
+    `ROUTING_OBJECTS`: never nested schemas, content or metadata (their keys are data)."""
+    if not isinstance(body, dict):
+        return None
+    for key in body:
+        if _redirecting(key):
+            return str(key)
+    for name in ROUTING_OBJECTS:
+        inner = body.get(name)
+        if isinstance(inner, dict):
+            for key in inner:
+                if _redirecting(key):
+                    return f"{name}.{key}"
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for index, message in enumerate(messages):
+            if isinstance(message, dict):
+                for key in message:
+                    if _redirecting(key):
+                        return f"messages[{index}].{key}"
     return None
 
 

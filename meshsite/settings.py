@@ -282,6 +282,10 @@ CELERY_TIMEZONE = "UTC"
 
 # Private and loopback upstream addresses (local model servers) are refused unless allowed.
 MESHGATE_ALLOW_PRIVATE_UPSTREAMS = env_bool("MESHGATE_ALLOW_PRIVATE_UPSTREAMS", False)
+# Extra certificate authorities (a PEM file) trusted for every upstream, besides the system's.
+MESHGATE_CA_BUNDLE = env_str("MESHGATE_CA_BUNDLE", "") or ""
+if MESHGATE_CA_BUNDLE and not os.path.isfile(MESHGATE_CA_BUNDLE):
+    raise ImproperlyConfigured(f"MESHGATE_CA_BUNDLE: no such file {MESHGATE_CA_BUNDLE!r}")
 MESHGATE_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
 MESHGATE_AUDIT_RETENTION_DAYS = env_int("MESHGATE_AUDIT_RETENTION_DAYS", 365, minimum=1)
 # How long a call waits for its audit record before it is refused (503, nothing sent upstream).

@@ -14,6 +14,17 @@ from ..forms import SECRET_LABELS, ConnectionForm, secret_status
 from ..models import Connection
 
 
+class _NetworkView:
+    """What `transport.describe` reads of a connection, its proxy password not decrypted."""
+
+    def __init__(self, obj: Connection) -> None:
+        self.proxy_url = obj.proxy_url
+        self.ca_certificate = obj.ca_certificate
+        self.client_certificate = obj.client_certificate
+        self.verify_tls = not obj.skip_tls_verify
+        self.secrets: dict[str, str] = {}
+
+
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
@@ -32,7 +43,14 @@ class ConnectionAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "base_url", "description")
     list_select_related = ("updated_by",)
     prepopulated_fields = {"slug": ("name",)}
-    readonly_fields = ("what_it_is", "secrets_summary", "version", "created", "updated")
+    readonly_fields = (
+        "what_it_is",
+        "network",
+        "secrets_summary",
+        "version",
+        "created",
+        "updated",
+    )
     actions = ("discover_models", "test_connection")
     save_on_top = True
 
@@ -51,12 +69,29 @@ class ConnectionAdmin(admin.ModelAdmin):
         ]
         fieldsets: list = []
         if obj is not None:
-            fieldsets.append((None, {"fields": ["what_it_is", "secrets_summary", "version"]}))
+            fieldsets.append(
+                (None, {"fields": ["what_it_is", "network", "secrets_summary", "version"]})
+            )
         fieldsets += [
             ("Connection", {"fields": connection}),
             (
                 "Provider settings",
                 {"fields": ["base_url", "api_version", "region", "options"]},
+            ),
+            (
+                "Network (proxy, trust, headers)",
+                {
+                    "fields": [
+                        "proxy_url",
+                        "ca_certificate",
+                        "client_certificate",
+                        "skip_tls_verify",
+                        "extra_headers",
+                    ],
+                    "description": "How calls, Test connection and Discover reach the provider. "
+                    "Every upstream also trusts the system's certificate store and "
+                    "MESHGATE_CA_BUNDLE.",
+                },
             ),
             (
                 "Secrets (write-only)",
@@ -115,6 +150,25 @@ class ConnectionAdmin(admin.ModelAdmin):
                 obj.get_kind_display(),
             )
         return obj.get_kind_display()
+
+    @admin.display(description="Network")
+    def network(self, obj: Connection) -> str:
+        """Which proxy applies to this connection's provider, whom it trusts; in red when
+        certificates are not verified."""
+        from ..providers import ProviderError, adapter_class
+        from ..providers.transport import describe
+
+        if obj.kind == Connection.Kind.HUGGINGFACE_LOCAL:
+            return "No network: the models run in this process."
+        try:
+            url = obj.base_url or adapter_class(obj.kind).default_url(obj.region)
+        except ProviderError:  # an unknown kind
+            url = obj.base_url
+        config = _NetworkView(obj)
+        text = describe(config, url or "https://provider.invalid")
+        if obj.skip_tls_verify:
+            return format_html('<strong style="color:#ba2121">{}</strong>', text)
+        return text
 
     @admin.display(description="Secrets")
     def secrets_summary(self, obj: Connection) -> str:

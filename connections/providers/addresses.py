@@ -5,16 +5,15 @@ cloud metadata addresses never; private, loopback, reserved and unspecified ones
 MESHGATE_ALLOW_PRIVATE_UPSTREAMS. Checked again where the TCP connection is opened, on
 the addresses the name resolves to *then*, so a host name that later resolves elsewhere
 (DNS rebinding) or a connection saved under a looser setting is refused before a byte
-is sent. Our own pooled client checks each new connection (`http.HTTPClient`'s
-`address_check`); the SDK clients used off the hot path get the same check through
-`guarded_httpx_client` (openai SDK) and `guard_botocore_client` (boto3).
+is sent. Our own pooled client checks each new connection (its `address_check`); calls,
+Test connection and Discover all go through it (through a proxy, the upstream's addresses
+are checked, not the proxy's).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import Any
 
 from django.conf import settings
 
@@ -78,79 +77,3 @@ def refused_cause(exc: BaseException | None) -> AddressRefused | None:
         exc = wrapped if isinstance(wrapped, BaseException) else exc.__cause__ or exc.__context__
         seen += 1
     return None
-
-
-# --- the openai SDK (httpx, httpcore) --------------------------------------------------------
-
-
-def guarded_httpx_client(**kwargs: Any):
-    """An httpx.Client whose every new TCP connection goes to checked addresses only."""
-    import httpcore
-    import httpx
-
-    class CheckedBackend(httpcore.SyncBackend):
-        def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-            try:
-                infos = resolve_checked(host, port)
-            except AddressRefused as exc:  # a connection error to the SDK; its cause says why
-                raise httpcore.ConnectError(str(exc)) from exc
-            last: Exception | None = None
-            for info in infos:
-                try:
-                    return super().connect_tcp(
-                        info[4][0], port, timeout, local_address, socket_options
-                    )
-                except httpcore.ConnectError as exc:
-                    last = exc
-            raise last or httpcore.ConnectError("no address")
-
-    transport = httpx.HTTPTransport()
-    # httpx takes no network backend; its pool does (TLS still names the host: SNI, certificate).
-    transport._pool._network_backend = CheckedBackend()
-    return httpx.Client(transport=transport, **kwargs)
-
-
-# --- boto3 (botocore, urllib3) ---------------------------------------------------------------
-
-
-def _checked_connection_class(base: type) -> type:
-    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-    from urllib3.util import connection
-
-    class Checked(base):
-        def _new_conn(self) -> socket.socket:
-            last: Exception | None = None
-            for info in resolve_checked(self._dns_host, self.port):
-                try:
-                    return connection.create_connection(
-                        (info[4][0], self.port),
-                        self.timeout,
-                        source_address=self.source_address,
-                        socket_options=self.socket_options,
-                    )
-                except TimeoutError as exc:
-                    raise ConnectTimeoutError(self, "Connection timed out.") from exc
-                except OSError as exc:
-                    last = exc
-            raise NewConnectionError(self, f"Failed to establish a new connection: {last}")
-
-    Checked.__name__ = "Checked" + base.__name__
-    return Checked
-
-
-def guard_botocore_client(client: Any) -> Any:
-    """Make a boto3 client's every new connection go to checked addresses only."""
-    from botocore.awsrequest import AWSHTTPConnectionPool, AWSHTTPSConnectionPool
-
-    pools = {}
-    for scheme, pool in (("http", AWSHTTPConnectionPool), ("https", AWSHTTPSConnectionPool)):
-        pools[scheme] = type(
-            "Checked" + pool.__name__,
-            (pool,),
-            {"ConnectionCls": _checked_connection_class(pool.ConnectionCls)},
-        )
-    # botocore takes no connection class; its session's pool manager does (no proxies here).
-    session = client._endpoint.http_session
-    session._pool_classes_by_scheme = pools
-    session._manager.pool_classes_by_scheme = pools
-    return client

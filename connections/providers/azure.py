@@ -9,11 +9,11 @@ gateway should not hold.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
-import openai
+from meshsite.lib import http
 
-from .addresses import guarded_httpx_client
 from .base import DiscoveredModel, ProviderError
 from .openai import OpenAIAdapter, model_kind
 
@@ -64,18 +64,9 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     def list_models(self) -> list[DiscoveredModel]:
         return self.deployments()
 
-    def _azure_sdk(self) -> openai.AzureOpenAI:
-        return openai.AzureOpenAI(
-            api_key=self.config.secrets.get("api_key") or "no-key",
-            azure_endpoint=self.base_url,
-            api_version=self.api_version,
-            timeout=self.config.timeout_seconds,
-            max_retries=0,
-            http_client=guarded_httpx_client(),
-        )
-
     def test(self) -> str:
-        """A one-token call to the first deployment (Azure has no cheaper authenticated call)."""
+        """A one-token call to the first deployment (Azure has no cheaper authenticated call),
+        through the same client as calls."""
         deployments = self.deployments()
         if not deployments:
             raise ProviderError(
@@ -85,16 +76,16 @@ class AzureOpenAIAdapter(OpenAIAdapter):
                 error_type="invalid_request_error",
             )
         target = next((d for d in deployments if d.kind == "chat"), deployments[0])
-        client = self._azure_sdk()
-        try:
-            if target.kind == "embedding":
-                client.embeddings.create(model=target.name, input="ping")
-            else:
-                client.chat.completions.create(
-                    model=target.name,
-                    messages=[{"role": "user", "content": "ping"}],
-                    max_tokens=1,
-                )
-        except openai.OpenAIError as exc:
-            raise self.sdk_error(exc)
+        payload: dict[str, Any]
+        if target.kind == "embedding":
+            operation, payload = "embeddings", {"input": "ping"}
+        else:
+            operation = "chat/completions"
+            payload = {"messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+        url = self._url(target.name, operation)
+
+        async def work(client: http.Client) -> None:
+            await self._send(url, payload, stream=False)
+
+        self._pool.run(work, url)
         return f"Connected: deployment {target.name!r} answered."

@@ -33,6 +33,13 @@ class ConnectionConfig:
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     timeout_seconds: float = 60.0
     max_retries: int = 2
+    # The network to the provider (see `transport.py`): proxy ("" the environment's,
+    # "none", or a URL), extra CA and client certificate (PEM), verification, headers.
+    proxy_url: str = ""
+    ca_certificate: str = ""
+    client_certificate: str = ""
+    verify_tls: bool = True
+    extra_headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_connection(cls, connection) -> ConnectionConfig:
@@ -48,10 +55,21 @@ class ConnectionConfig:
             secrets=connection.get_secrets(),
             timeout_seconds=connection.timeout_seconds,
             max_retries=connection.max_retries,
+            proxy_url=connection.proxy_url,
+            ca_certificate=connection.ca_certificate,
+            client_certificate=connection.client_certificate,
+            verify_tls=not connection.skip_tls_verify,
+            extra_headers=dict(connection.extra_headers or {}),
         )
 
     def secret_values(self) -> list[str]:
-        return [value for value in self.secrets.values() if value]
+        values = [value for value in self.secrets.values() if value]
+        # Secret headers are lines: each value is a secret of its own.
+        for line in self.secrets.get("secret_headers", "").splitlines():
+            value = line.partition(":")[2].strip()
+            if value:
+                values.append(value)
+        return values
 
 
 class ProviderError(Exception):
@@ -78,6 +96,8 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.upstream_status = upstream_status
         self.param = param
+        # A connection failure's class (`dns`, `tls: unknown CA`, ...; see lib/http/trust.py).
+        self.cause = ""
 
 
 @dataclass
@@ -151,9 +171,18 @@ class Adapter:
         self.config = config
 
     @classmethod
+    def default_url(cls, region: str = "") -> str:
+        """Where a connection without a base URL goes (for the admin's network summary)."""
+        return ""
+
+    @classmethod
     def preload(cls) -> None:
-        """Import what a first call would import. Called in a worker thread when the catalog
-        loads, so a slow import never runs on the event loop."""
+        """Import what a first call would import, and read the system's trust store (the TLS
+        context every connection's client starts from). Called in a worker thread when the
+        catalog loads, so neither runs on the event loop."""
+        from .transport import warm
+
+        warm()
 
     # --- hot path (async, wire protocol) --------------------------------------------------
 

@@ -113,7 +113,7 @@ def bedrock(cast, simulator):
     )
 
 
-def test_bedrock_models_are_discovered_through_boto3_with_catalog_prices(
+def test_bedrock_models_are_discovered_through_the_calls_client_with_catalog_prices(
     admin_client, bedrock, simulator
 ):
     (message,) = run_action(admin_client, "discover_models", bedrock)
@@ -128,7 +128,7 @@ def test_bedrock_models_are_discovered_through_boto3_with_catalog_prices(
     assert titan.kind == "embedding" and titan.input_price == Decimal("0.02")
     (listing,) = [r for r in simulator.requests() if r["path"] == "/foundation-models"]
     assert listing["headers"]["authorization"].startswith("sha256:")  # SigV4-signed, hashed
-    assert "Boto3" in listing["headers"]["user-agent"]
+    assert listing["headers"]["user-agent"] == "meshgate"  # the same client as calls
 
 
 def test_bedrock_test_action_ok_and_a_wrong_secret_is_a_clean_error(admin_client, bedrock):

@@ -267,7 +267,7 @@ def test_discovery_adds_new_models_unapproved_with_catalog_figures(live, simulat
     (event,) = events(ChangeEvent.Type.MODELS_DISCOVERED)
     assert event.actor == live.admin and sorted(event.details["added"]) == sorted(result.added)
     (request,) = [r for r in simulator.requests() if r["path"] == "/v1/models"]
-    assert request["method"] == "GET" and request["headers"]["user-agent"].startswith("OpenAI/")
+    assert request["method"] == "GET" and request["headers"]["user-agent"] == "meshgate"
 
 
 def test_discovery_twice_adds_nothing_the_second_time(live):

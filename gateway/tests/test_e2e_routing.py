@@ -18,25 +18,22 @@ REDIRECTS = [*sorted(REDIRECT_FIELDS), "aws_access_key_id", "azure_endpoint", "A
 
 
 @pytest.mark.parametrize("field", REDIRECTS)
-def test_a_redirect_field_is_refused_at_the_top_level_and_nested(gateway, simulator, field):
+def test_a_redirect_field_is_refused_at_the_top_level_and_in_a_message(gateway, simulator, field):
     simulator.reset()
     top = post(gateway, {"model": "sim/gpt-4o", "messages": MESSAGES, field: "http://evil:1"})
-    nested = post(
+    in_message = post(
         gateway,
-        {
-            "model": "sim/gpt-4o",
-            "messages": [{"role": "user", "content": "x", "metadata": {"deep": [{field: "x"}]}}],
-        },
+        {"model": "sim/gpt-4o", "messages": [{"role": "user", "content": "x", field: "x"}]},
     )
     embedded = post(
         gateway,
-        {"model": "sim/text-embedding-3-small", "input": "x", "extra": {field: "x"}},
+        {"model": "sim/text-embedding-3-small", "input": "x", field: "x"},
         path="/embeddings",
     )
-    for response in (top, nested, embedded):
+    for response in (top, in_message, embedded):
         assert response.status_code == 400, response.text
         assert response.json()["error"]["code"] == "forbidden_field"
-    assert field in nested.json()["error"]["param"]
+    assert field in in_message.json()["error"]["param"]
     assert simulator.requests() == []
     record = gateway.record(top.headers["x-request-id"])
     assert record["outcome"] == "invalid_request" and record["attempts"] == "[]"

@@ -15,16 +15,26 @@ from gateway.validation import check_request, find_redirect_field
     "body, path",
     [
         ({"api_base": "x"}, "api_base"),
+        ({"AWS_SECRET_ACCESS_KEY": "x"}, "AWS_SECRET_ACCESS_KEY"),
         ({"messages": [{"role": "user", "extra_body": {}}]}, "messages[0].extra_body"),
-        ({"a": {"b": [{"c": {"AWS_SECRET_ACCESS_KEY": "x"}}]}}, "a.b[0].c.AWS_SECRET_ACCESS_KEY"),
-        (
-            {"tools": [{"function": {"azure_deployment": "x"}}]},
-            "tools[0].function.azure_deployment",
-        ),
+        ({"stream_options": {"azure_deployment": "x"}}, "stream_options.azure_deployment"),
     ],
 )
-def test_redirect_fields_are_found_at_any_depth(body, path):
+def test_redirect_fields_are_found_where_they_can_redirect(body, path):
     assert find_redirect_field(body) == path
+
+
+def test_keys_inside_schemas_content_and_metadata_are_data_not_routing():
+    schema = {"type": "object", "properties": {"organization": {}, "aws_region": {}}}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "base_url"}]}],
+        "tools": [{"type": "function", "function": {"name": "crm", "parameters": schema}}],
+        "response_format": {"type": "json_schema", "json_schema": {"schema": schema}},
+        "metadata": {"headers": "x", "api_key": "y"},
+        "extra": {"a": {"b": [{"c": {"AWS_SECRET_ACCESS_KEY": "x"}}]}},
+    }
+    assert find_redirect_field(body) is None
 
 
 def test_ordinary_requests_have_no_redirect_field():
@@ -32,13 +42,13 @@ def test_ordinary_requests_have_no_redirect_field():
     assert find_redirect_field(body) is None
 
 
-def test_a_pathologically_deep_body_is_refused_not_recursed_forever():
+def test_a_pathologically_deep_body_is_not_walked():
     body: dict = {}
     node = body
-    for _ in range(200):
+    for _ in range(10_000):
         node["x"] = {}
         node = node["x"]
-    assert find_redirect_field(body) is not None
+    assert find_redirect_field(body) is None
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 Hot path: requests are signed with botocore's SigV4 signer (service `bedrock`,
 credentials from the connection's secrets, or the host's AWS credential chain
-when none are set) and sent over one pooled `http.Client` to
+when none are set, resolved and refreshed in a worker thread: `credentials.py`)
+and sent over one pooled `http.Client` to
 `https://bedrock-runtime.{region}.amazonaws.com`, or the connection's base URL.
 ConverseStream's event-stream frames are decoded with botocore's parser and
 re-emitted as OpenAI `chat.completion.chunk` frames.
@@ -22,7 +23,8 @@ usage -> prompt tokens = input + cache read + cache write, cached = cache read.
 Embeddings go through InvokeModel for Titan (one call per input, concurrently)
 and Cohere (one call), answered in OpenAI's shape (float or base64).
 
-Off the hot path, discovery and tests use boto3's `bedrock` client.
+Off the hot path, discovery and tests call ListFoundationModels through the same
+client (SigV4-signed), so they meet the same proxy, trust and address rules as calls.
 """
 
 from __future__ import annotations
@@ -37,23 +39,21 @@ from urllib.parse import quote
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from meshsite.lib import http
 
 from ...validators import AWS_REGION
-from ..addresses import guard_botocore_client, refused_cause
 from ..base import Adapter, DiscoveredModel, ProviderError, Result, Stream, Usage
 from ..openai import (
     PooledClients,
-    address_refused,
     error_for_status,
     estimate_prompt_tokens,
     malformed_error,
     post_checked,
-    sanitize,
-    timeout_error,
 )
+from .credentials import ChainCredentials
+from .credentials import static as static_credentials
 from .stream import ConverseStream
 from .translate import completion_from, converse_request, invalid
 
@@ -83,6 +83,10 @@ class BedrockAdapter(Adapter):
         }
     )
 
+    @classmethod
+    def default_url(cls, region: str = "") -> str:
+        return f"https://bedrock-runtime.{region or 'us-east-1'}.amazonaws.com"
+
     def __init__(self, config) -> None:
         super().__init__(config)
         self.region = config.region or "us-east-1"
@@ -91,29 +95,17 @@ class BedrockAdapter(Adapter):
         default = f"https://bedrock-runtime.{self.region}.amazonaws.com"
         self.endpoint = (config.base_url or default).rstrip("/")
         self._pool = PooledClients(config)
-        self._credentials: Credentials | None = None
+        # The connection's own keys, or else the host's credential chain (see credentials.py).
+        self._static = static_credentials(config.secrets)
+        self._chain = ChainCredentials()
 
-    def credentials(self) -> Credentials:
-        secrets = self.config.secrets
-        if secrets.get("aws_access_key_id") and secrets.get("aws_secret_access_key"):
-            return Credentials(
-                secrets["aws_access_key_id"],
-                secrets["aws_secret_access_key"],
-                secrets.get("aws_session_token") or None,
-            )
-        if self._credentials is None:
-            # No keys on the connection: the host's credential chain (instance role, env, ...).
-            import botocore.session
+    def credentials(self) -> Credentials | ReadOnlyCredentials:
+        """Off the event loop only (Discover, Test connection): may fetch from the chain."""
+        return self._static or self._chain.sync()
 
-            found = botocore.session.get_session().get_credentials()
-            if found is None:
-                raise ProviderError(
-                    "This Bedrock connection has no AWS credentials.",
-                    status=502,
-                    code="upstream_auth_failed",
-                )
-            self._credentials = found
-        return self._credentials.get_frozen_credentials()
+    async def _signing_credentials(self) -> Credentials | ReadOnlyCredentials:
+        """On the loop: the connection's keys, or the chain's, resolved in a thread."""
+        return self._static or await self._chain.get()
 
     def _check_region(self) -> None:
         if not self._region_ok:
@@ -133,9 +125,13 @@ class BedrockAdapter(Adapter):
             method="POST",
             url=url,
             data=body,
-            headers={"content-type": "application/json", "accept": accept},
+            headers={
+                **self._pool.transport.headers,
+                "content-type": "application/json",
+                "accept": accept,
+            },
         )
-        SigV4Auth(self.credentials(), "bedrock", self.region).add_auth(signed)
+        SigV4Auth(await self._signing_credentials(), "bedrock", self.region).add_auth(signed)
         headers = {k: v for k, v in signed.headers.items() if k.lower() != "host"}
         return await post_checked(
             self._pool.get(),
@@ -144,6 +140,7 @@ class BedrockAdapter(Adapter):
             http.encode_headers(headers),
             stream=stream,
             status_error=self._status_error,
+            slug=self.config.slug,
         )
 
     def _status_error(self, status: int, headers, raw: bytes) -> ProviderError:
@@ -239,52 +236,37 @@ class BedrockAdapter(Adapter):
 
     # --- off the hot path -------------------------------------------------------------------
 
-    def _control_client(self):
-        import boto3
-        from botocore.config import Config
-
-        self._check_region()
-        credentials = self.credentials()
-        timeout = self.config.timeout_seconds
-        client = boto3.client(
-            "bedrock",
-            region_name=self.region,
-            endpoint_url=self.config.options.get("control_endpoint_url")
-            or self.config.base_url
-            or None,
-            aws_access_key_id=credentials.access_key,
-            aws_secret_access_key=credentials.secret_key,
-            aws_session_token=credentials.token,
-            config=Config(
-                retries={"mode": "standard", "total_max_attempts": 1},
-                connect_timeout=min(10.0, timeout),
-                read_timeout=timeout,
-            ),
-        )
-        return guard_botocore_client(client)
+    def _control_endpoint(self) -> str:
+        chosen = self.config.options.get("control_endpoint_url") or self.config.base_url
+        return (chosen or f"https://bedrock.{self.region}.amazonaws.com").rstrip("/")
 
     def _foundation_models(self) -> list[dict[str, Any]]:
-        import botocore.exceptions
+        """ListFoundationModels, signed with SigV4 and sent through the same client as calls
+        (proxy, trust, headers, address rules)."""
+        self._check_region()
+        url = f"{self._control_endpoint()}/foundation-models"
+        credentials = self.credentials()
 
-        try:
-            return self._control_client().list_foundation_models()["modelSummaries"]
-        except botocore.exceptions.ClientError as exc:
-            meta = exc.response.get("ResponseMetadata") or {}
-            message = (exc.response.get("Error") or {}).get("Message") or ""
-            raw = orjson.dumps({"message": sanitize(message, self.config)})
-            raise self._status_error(meta.get("HTTPStatusCode") or 500, {}, raw)
-        except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError):
-            raise timeout_error()
-        except botocore.exceptions.BotoCoreError as exc:
-            refused = refused_cause(exc)
-            if refused is not None:
-                raise address_refused(refused)
-            raise ProviderError(
-                "The provider could not be reached.",
-                status=502,
-                code="upstream_unreachable",
-                retryable=True,
+        async def work(client: http.Client) -> dict[str, Any]:
+            signed = AWSRequest(method="GET", url=url, headers={**self._pool.transport.headers})
+            SigV4Auth(credentials, "bedrock", self.region).add_auth(signed)
+            headers = {k: v for k, v in signed.headers.items() if k.lower() != "host"}
+            response = await post_checked(
+                client,
+                url,
+                b"",
+                http.encode_headers(headers),
+                stream=False,
+                status_error=self._status_error,
+                slug=self.config.slug,
+                method="GET",
             )
+            return _json(response.content)
+
+        summaries = self._pool.run(work, url).get("modelSummaries")
+        if not isinstance(summaries, list):
+            raise malformed_error()
+        return [s for s in summaries if isinstance(s, dict)]
 
     def list_models(self) -> list[DiscoveredModel]:
         found = []

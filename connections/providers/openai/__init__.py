@@ -24,12 +24,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import openai
 import orjson
 
 from meshsite.lib import http
 
-from ..addresses import guarded_httpx_client, refused_cause
 from ..base import Adapter, ConnectionConfig, DiscoveredModel, ProviderError, Result, Stream, Usage
 from .errors import (
     address_refused,
@@ -95,11 +93,17 @@ class OpenAIAdapter(Adapter):
     kind = "openai"
     default_base_url: ClassVar[str] = "https://api.openai.com/v1"
 
+    @classmethod
+    def default_url(cls, region: str = "") -> str:
+        return cls.default_base_url
+
     def __init__(self, config: ConnectionConfig) -> None:
         super().__init__(config)
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         self._pool = PooledClients(config)
-        self._headers = http.encode_headers(self._build_headers())
+        self._headers = http.encode_headers(
+            {**self._pool.transport.headers, **self._build_headers()}
+        )
 
     # --- wiring, overridden by Azure -------------------------------------------------------
 
@@ -132,6 +136,7 @@ class OpenAIAdapter(Adapter):
             self._headers,
             stream=stream,
             status_error=self._status_error,
+            slug=self.config.slug,
         )
 
     def _status_error(self, status: int, headers, body: bytes) -> ProviderError:
@@ -180,40 +185,40 @@ class OpenAIAdapter(Adapter):
         await self._pool.aclose()
 
     # --- off the hot path -------------------------------------------------------------------
+    # Through the same client as calls (proxy, trust, headers, address rules): a green test
+    # means calls get through, and a red one says why.
 
-    def _sdk(self) -> openai.OpenAI:
-        return openai.OpenAI(
-            api_key=self.config.secrets.get("api_key") or "no-key",
-            base_url=self.base_url,
-            organization=self.config.options.get("organization"),
-            project=self.config.options.get("project"),
-            timeout=self.config.timeout_seconds,
-            max_retries=0,
-            http_client=guarded_httpx_client(),
+    def _get(self, operation: str) -> dict[str, Any]:
+        url = f"{self.base_url}/{operation}"
+
+        async def work(client: http.Client) -> dict[str, Any]:
+            response = await post_checked(
+                client,
+                url,
+                b"",
+                self._headers,
+                stream=False,
+                status_error=self._status_error,
+                slug=self.config.slug,
+                method="GET",
+            )
+            return _json_dict(response.content)
+
+        if not self.base_url:
+            raise ProviderError("This connection has no base URL.", status=500)
+        return self._pool.run(work, url)
+
+    def _model_names(self) -> list[str]:
+        data = self._get("models").get("data")
+        if not isinstance(data, list):
+            raise malformed_error()
+        return sorted(
+            {str(m["id"]) for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
         )
 
-    def sdk_error(self, exc: Exception) -> ProviderError:
-        refused = refused_cause(exc)
-        if refused is not None:
-            return address_refused(refused)
-        if isinstance(exc, openai.APITimeoutError):
-            return timeout_error()
-        if isinstance(exc, openai.APIConnectionError):
-            return transport_error(exc)
-        if isinstance(exc, openai.APIStatusError):
-            response = exc.response
-            return error_for_status(
-                response.status_code, response.headers, response.content, self.config
-            )
-        return ProviderError("The provider call failed.", status=502)
-
     def list_models(self) -> list[DiscoveredModel]:
-        try:
-            names = sorted({model.id for model in self._sdk().models.list()})
-        except openai.OpenAIError as exc:
-            raise self.sdk_error(exc)
         found = []
-        for name in names:
+        for name in self._model_names():
             lowered = name.lower()
             if any(family in lowered for family in _NOT_TEXT):
                 continue
@@ -221,10 +226,7 @@ class OpenAIAdapter(Adapter):
         return found
 
     def test(self) -> str:
-        try:
-            count = len(self._sdk().models.list().data)
-        except openai.OpenAIError as exc:
-            raise self.sdk_error(exc)
+        count = len(self._model_names())
         return f"Connected: the provider lists {count} models."
 
 

@@ -12,6 +12,7 @@ import orjson
 
 from meshsite.lib import http
 
+from .. import failures
 from ..base import ConnectionConfig, ProviderError
 
 MAX_MESSAGE = 300
@@ -129,7 +130,7 @@ def error_for_status(
 
 
 def timeout_error(*, upstream_status: int | None = None) -> ProviderError:
-    return ProviderError(
+    error = ProviderError(
         "The provider did not answer in time.",
         status=504,
         code="timeout",
@@ -137,6 +138,8 @@ def timeout_error(*, upstream_status: int | None = None) -> ProviderError:
         retryable=True,
         upstream_status=upstream_status,
     )
+    error.cause = "timeout"
+    return error
 
 
 def transport_error(exc: Exception) -> ProviderError:
@@ -155,12 +158,17 @@ def transport_error(exc: Exception) -> ProviderError:
             retryable=True,
             retry_after=0.0,
         )
-    return ProviderError(
-        "The provider could not be reached.",
+    cause = exc.cause if isinstance(exc, http.TransportError) else ""
+    error = ProviderError(
+        f"The provider could not be reached ({cause})."
+        if cause
+        else "The provider could not be reached.",
         status=502,
         code="upstream_unreachable",
         retryable=True,
     )
+    error.cause = cause
+    return error
 
 
 def address_refused(exc: http.AddressRefused) -> ProviderError:
@@ -188,13 +196,19 @@ async def post_checked(
     *,
     stream: bool,
     status_error: Callable[[int, Mapping[str, str], bytes], ProviderError],
+    slug: str = "",
+    method: str = "POST",
 ) -> http.Response:
     """POST `body`: the response if its status is under 300; otherwise `status_error`'s
-    error for it (its body read, the response closed). Network failures as ProviderErrors."""
+    error for it (its body read, the response closed). Network failures as ProviderErrors,
+    a connection failure logged (at most once a minute per upstream, `failures.note`)."""
     try:
-        response = await client.request("POST", url, content=body, headers=headers, stream=stream)
+        response = await client.request(method, url, content=body, headers=headers, stream=stream)
     except http.TransportError as exc:
-        raise transport_error(exc)
+        error = transport_error(exc)
+        if error.cause or isinstance(exc, http.ConnectError):
+            failures.note(slug, url, error.cause or http.cause(exc))
+        raise error
     if response.status_code >= 300:
         try:
             raw = await response.aread() if stream else response.content

@@ -4,7 +4,10 @@
 interface (`base.Client`, `base.Response`, the errors of `base`): `lean`, home-made
 on httptools (the default), and `aio`, aiohttp's client; `MESHGATE_HTTP_CLIENT`
 (`lean` or `aiohttp`) picks one, for the A/B in `bench/ab.py`. An optional
-`address_check` is the caller's policy on which addresses a new connection may dial.
+`address_check` is the caller's policy on which addresses a new connection may dial;
+`ssl_context` (see `trust.tls_context`) whom to trust and which client certificate to show;
+`proxies` (see `proxy.Proxies`) which egress proxy each origin goes through. All are fixed
+when a client is made, never looked up per request.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from .base import (
 )
 from .connection import HIGH_WATER
 from .lean import HTTPClient
+from .probe import PeerCertificate, peer_certificate
+from .proxy import Proxies, Proxy
+from .trust import cause, tls_context
 
 if TYPE_CHECKING:
     from .aio import AiohttpClient
@@ -44,6 +50,7 @@ def client(
     user_agent: str = "meshgate",
     ssl_context: ssl.SSLContext | None = None,
     address_check: AddressCheck | None = None,
+    proxies: Proxies | None = None,
     implementation: str | None = None,
 ) -> Client:
     """A client of the chosen implementation (default: MESHGATE_HTTP_CLIENT, else lean)."""
@@ -61,6 +68,7 @@ def client(
         user_agent=user_agent,
         ssl_context=ssl_context,
         address_check=address_check,
+        proxies=proxies,
     )
 
 
@@ -74,10 +82,16 @@ __all__ = [
     "ConnectError",
     "HTTPClient",
     "Headers",
+    "PeerCertificate",
+    "Proxies",
+    "Proxy",
     "RemoteProtocolError",
     "Response",
     "TimeoutException",
     "TransportError",
+    "cause",
     "client",
     "encode_headers",
+    "peer_certificate",
+    "tls_context",
 ]

@@ -18,7 +18,11 @@ AddressCheck = Callable[[list[AddrInfo]], list[AddrInfo]]
 
 
 class TransportError(Exception):
-    """The request could not be sent or its answer not read (network, protocol)."""
+    """The request could not be sent or its answer not read (network, protocol).
+    `cause` names a connection failure's class (`dns`, `tls: unknown CA`, ...; see
+    `trust.cause`), empty where none is known."""
+
+    cause: str = ""
 
 
 class ConnectError(TransportError):

@@ -9,9 +9,10 @@ an `asyncio.Protocol` per connection and httptools' C parser (the one uvicorn
 uses), so a call costs a write, a parse and a few callbacks.
 
 What it does and does not do:
-- HTTP/1.1 over TCP or TLS (the system's trust store, or certifi's when it is
-  installed), keep-alive with an idle expiry, at most `max_connections` per
-  origin (further requests wait for a free connection).
+- HTTP/1.1 over TCP or TLS (the caller's context, by default `trust.tls_context()`:
+  the system's trust store, certifi's where the system has none), keep-alive
+  with an idle expiry, at most `max_connections` per origin (further requests
+  wait for a free connection).
 - Timeouts: `connect_timeout` to open a connection; `timeout` of inactivity
   while waiting for the answer (reset by every byte received), the way httpx's
   read timeout works.
@@ -31,9 +32,13 @@ What it does and does not do:
   resolves to (`loop.getaddrinfo`, off the loop's thread) and may refuse them
   (`AddressRefused`, nothing sent); the connection is then opened to the checked
   address itself. Kept-alive connections are not checked again.
-- No redirects, proxies, cookies, HTTP/2 or `Expect: 100-continue`: a gateway
-  must not follow a provider's redirect anywhere, and reads no proxy settings
-  from its environment.
+- Egress proxies (`proxy.Proxies`, decided per origin once): TLS upstreams through an
+  HTTP CONNECT tunnel, plain-HTTP ones in absolute form, with the proxy's Basic
+  credentials. The address check applies to the upstream (resolved here when this
+  host can resolve it; otherwise the proxy resolves it), never to the proxy.
+- Connection failures carry a cause class (`TransportError.cause`, see `trust.cause`).
+- No redirects, cookies, HTTP/2 or `Expect: 100-continue`: a gateway must not follow
+  a provider's redirect anywhere.
 """
 
 from __future__ import annotations
@@ -47,24 +52,17 @@ from urllib.parse import urlsplit
 
 from .base import (
     AddressCheck,
-    AddressRefused,
     ConnectError,
     TimeoutException,
+    TransportError,
     check_header_text,
 )
 from .connection import Connection, LeanResponse
+from .proxy import Proxies, Proxy, read_connect_answer
+from .trust import connect_error, tls_context
 
 # A kept-alive connection idle longer than this is polled for the server's close before use.
 _PROBE_AFTER = 1.0
-
-
-def _ssl_context() -> ssl.SSLContext:
-    try:
-        import certifi
-
-        return ssl.create_default_context(cafile=certifi.where())
-    except ImportError:  # pragma: no cover - certifi comes with the openai SDK
-        return ssl.create_default_context()
 
 
 class _Pool:
@@ -74,6 +72,7 @@ class _Pool:
         self.client = client
         self.loop = asyncio.get_running_loop()
         self.scheme, self.host, self.port = scheme, host, port
+        self.proxy = client.proxies.for_origin(scheme, host, port)
         self.idle: list[Connection] = []
         self.count = 0  # open or opening connections
         self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -136,11 +135,11 @@ class _Pool:
         except BaseException as exc:
             conn._close()  # if the transport was made, it must not stay open unowned
             if isinstance(exc, TimeoutError):
-                raise TimeoutException("connecting to the provider timed out") from None
-            if isinstance(exc, AddressRefused):
-                raise AddressRefused(str(exc)) from None
-            if isinstance(exc, (OSError, ssl.SSLError)):
-                raise ConnectError(type(exc).__name__) from None
+                error = TimeoutException("connecting to the provider timed out")
+                error.cause = "proxy: timeout" if self.proxy else "timeout"
+                raise error from None
+            if isinstance(exc, (OSError, ssl.SSLError, TransportError)):
+                raise connect_error(exc, via_proxy=self.proxy is not None) from None
             raise
         if conn.closed:  # closed by the provider before it could carry a request
             raise ConnectError("the provider closed the connection at once")
@@ -149,6 +148,8 @@ class _Pool:
 
     async def _open(self, conn: Connection) -> None:
         tls = self.client.ssl_context() if self.scheme == "https" else None
+        if self.proxy is not None:
+            return await self._open_via(self.proxy, conn, tls)
         check = self.client.address_check
         if check is None:
             hosts = [self.host]
@@ -170,6 +171,53 @@ class _Pool:
             except OSError:
                 if i + 1 == len(hosts):
                     raise
+
+    async def _open_via(self, proxy: Proxy, conn: Connection, tls: ssl.SSLContext | None) -> None:
+        """Through the proxy: the upstream's addresses checked (where this host resolves
+        them: in a locked-down network only the proxy may), then a CONNECT tunnel for TLS,
+        or a plain connection to the proxy for absolute-form HTTP."""
+        check = self.client.address_check
+        if check is not None:
+            try:
+                infos = await self.loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            except socket.gaierror:
+                infos = []  # the proxy resolves it
+            if infos:
+                check(infos)
+        try:
+            infos = await self.loop.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+            family, kind, proto, _, address = infos[0]
+            sock = socket.socket(family, kind, proto)
+        except OSError as exc:
+            raise connect_error(exc, via_proxy=True) from None
+        try:
+            sock.setblocking(False)
+            try:
+                await self.loop.sock_connect(sock, address)
+            except OSError as exc:
+                raise connect_error(exc, via_proxy=True) from None
+            if tls is not None:
+                host = f"[{self.host}]" if ":" in self.host else self.host
+                target = f"{host}:{self.port}"
+                check_header_text(target)
+                request = (
+                    f"CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n".encode("latin-1")
+                    + proxy.authorization
+                    + b"\r\n"
+                )
+                await self.loop.sock_sendall(sock, request)
+                status, rest = await read_connect_answer(lambda: self.loop.sock_recv(sock, 4096))
+                if status != 200 or rest:
+                    error = ConnectError(f"proxy refused ({status})")
+                    error.cause = f"proxy refused ({status})"
+                    raise error
+            await self.loop.create_connection(
+                lambda: conn, sock=sock, ssl=tls, server_hostname=self.host if tls else None
+            )
+        except BaseException:
+            if conn.transport is None:
+                sock.close()
+            raise
 
     def release(self, conn: Connection) -> None:
         conn.idle_since = time.monotonic()
@@ -218,23 +266,26 @@ class HTTPClient:
         user_agent: str = "meshgate",
         ssl_context: ssl.SSLContext | None = None,
         address_check: AddressCheck | None = None,
+        proxies: Proxies | None = None,
     ) -> None:
         """`address_check` gets each new connection's `getaddrinfo` results and returns
-        those that may be connected to, or raises AddressRefused."""
+        those that may be connected to, or raises AddressRefused. `proxies`: none unless
+        given (the caller decides, e.g. `Proxies.from_environment()`)."""
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self.user_agent = user_agent
         self.address_check = address_check
+        self.proxies = proxies or Proxies.none()
         self._pools: dict[tuple[str, str, int], _Pool] = {}
         self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
-        self._ssl = ssl_context  # None: the system's or certifi's trust store, made on first use
+        self._ssl = ssl_context  # None: `tls_context()`, made on first use
         self.is_closed = False
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = _ssl_context()
+            self._ssl = tls_context()
         return self._ssl
 
     def _target(self, url: str) -> tuple[tuple[str, str, int], bytes]:
@@ -256,8 +307,12 @@ class HTTPClient:
             host = f"[{parts.hostname}]" + ("" if default else f":{port}")
         for text in (path, host, self.user_agent):
             check_header_text(text)
+        proxy = self.proxies.for_origin(scheme, parts.hostname, port) if scheme == "http" else None
+        if proxy is not None:  # a plain-HTTP upstream through a proxy: absolute form
+            path = f"http://{host}{path}"
         start = f" {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: {self.user_agent}\r\n"
-        found = ((scheme, parts.hostname, port), start.encode("latin-1"))
+        head = start.encode("latin-1") + (proxy.authorization if proxy is not None else b"")
+        found = ((scheme, parts.hostname, port), head)
         if len(self._targets) < 1024:
             self._targets[url] = found
         return found

@@ -39,8 +39,10 @@ class Attempts:
     waited: float = 0.0  # seconds spent waiting between attempts, against RETRY_WAIT_BUDGET
     # The target whose attempt a client's hang-up cut (it was called: the call is billed).
     cut: Target | None = None
+    started: list[float] = field(default_factory=list)  # each attempt's (monotonic), for traces
 
     def add(self, target: Target, status: int, started: float, error: str = "") -> None:
+        self.started.append(started)
         item = {
             "llm": target.mesh_id,
             "llm_id": target.llm_id,

@@ -13,6 +13,7 @@ import orjson
 from meshsite.lib import http
 
 from ..base import ConnectionConfig, ProviderError
+from ..context import UPSTREAM_HEADERS
 
 MAX_MESSAGE = 300
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
@@ -191,6 +192,9 @@ async def post_checked(
 ) -> http.Response:
     """POST `body`: the response if its status is under 300; otherwise `status_error`'s
     error for it (its body read, the response closed). Network failures as ProviderErrors."""
+    extra = UPSTREAM_HEADERS.get()
+    if extra:
+        headers = [*headers, *extra]
     try:
         response = await client.request("POST", url, content=body, headers=headers, stream=stream)
     except http.TransportError as exc:

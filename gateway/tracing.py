@@ -72,7 +72,7 @@ async def begin(call: Call) -> None:
     call.trace = CallTrace(span, context)
     ctx = span.get_span_context()
     traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
-    UPSTREAM_HEADERS.set(((b"traceparent", traceparent.encode()),))
+    UPSTREAM_HEADERS.set(b"traceparent: %s\r\n" % traceparent.encode())
 
 
 async def opened(call: Call) -> None:

@@ -9,6 +9,5 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-UPSTREAM_HEADERS: ContextVar[tuple[tuple[bytes, bytes], ...]] = ContextVar(
-    "meshgate_upstream_headers", default=()
-)
+# Encoded header lines (`name: value\r\n`, as `meshsite.lib.http.encode_headers` makes them).
+UPSTREAM_HEADERS: ContextVar[bytes] = ContextVar("meshgate_upstream_headers", default=b"")

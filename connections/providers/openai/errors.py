@@ -185,7 +185,7 @@ async def post_checked(
     client: http.Client,
     url: str,
     body: bytes,
-    headers: list[tuple[bytes, bytes]],
+    headers: bytes,
     *,
     stream: bool,
     status_error: Callable[[int, Mapping[str, str], bytes], ProviderError],
@@ -194,7 +194,7 @@ async def post_checked(
     error for it (its body read, the response closed). Network failures as ProviderErrors."""
     extra = UPSTREAM_HEADERS.get()
     if extra:
-        headers = [*headers, *extra]
+        headers = headers + extra
     try:
         response = await client.request("POST", url, content=body, headers=headers, stream=stream)
     except http.TransportError as exc:

@@ -49,6 +49,7 @@ class OpsApp:
         self._redis: redis_client.Redis | None = None
         self._departments_at = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        self._selecting = False  # a readiness SELECT is in the database thread
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope["path"]
@@ -107,9 +108,12 @@ class OpsApp:
         return (200 if ok else 503), checks
 
     async def _database(self) -> str:
+        if self._selecting:  # the last one is still stuck in the database thread: no pile-up
+            return "unavailable"
+        self._selecting = True
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-                await lookup(_select_one)
+                await lookup(self._select_one)
         except (DatabaseUnavailable, TimeoutError):
             return "unavailable"
         except Exception as exc:
@@ -130,6 +134,13 @@ class OpsApp:
         except Exception:
             return "unavailable"
         return "ok" if reply in (b"PONG", "PONG") else "unexpected reply"
+
+    def _select_one(self) -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        finally:
+            self._selecting = False  # also when the probe stopped waiting for it
 
     # --- metrics ----------------------------------------------------------------------------
 
@@ -174,11 +185,6 @@ class OpsApp:
             except OSError as exc:
                 logger.warning("metrics: cannot write %s (%s)", REGISTRY.directory, exc.strerror)
             await asyncio.sleep(REGISTRY.flush_seconds)
-
-
-def _select_one() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
 
 
 def _authorized(scope: dict[str, Any]) -> bool:

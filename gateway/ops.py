@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 PATHS = ("/metrics", "/healthz", "/readyz")
 READY_CACHE_SECONDS = 0.5
 READY_TIMEOUT_SECONDS = 2.0
+STUCK_SECONDS = 30.0
 DEPARTMENTS_SECONDS = 60.0
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 
@@ -50,6 +51,7 @@ class OpsApp:
         self._departments_at = 0.0
         self._flusher: asyncio.Task[None] | None = None
         self._selecting = False  # a readiness SELECT is in the database thread
+        self._selected_at = 0.0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope["path"]
@@ -108,14 +110,16 @@ class OpsApp:
         return (200 if ok else 503), checks
 
     async def _database(self) -> str:
-        if self._selecting:  # the last one is still stuck in the database thread: no pile-up
+        # The last SELECT still stuck in the database thread: no pile-up behind it (for a
+        # while: one that never reached the thread's function must not stick for ever).
+        if self._selecting and time.monotonic() - self._selected_at < STUCK_SECONDS:
             return "unavailable"
-        self._selecting = True
+        self._selecting, self._selected_at = True, time.monotonic()
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):
                 await lookup(self._select_one)
         except (DatabaseUnavailable, TimeoutError):
-            return "unavailable"
+            return "unavailable"  # `_select_one` clears the flag once it returns
         except Exception as exc:
             return f"failed ({type(exc).__name__})"
         return "ok"

@@ -341,6 +341,7 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
         "django.request": {"filters": ["forbidden_in_one_line"]},
-        "meshgate.calls": {"level": "INFO" if MESHGATE_CALL_LOG else "WARNING"},
+        # Call lines follow MESHGATE_LOG_LEVEL, unless switched off alone.
+        **({} if MESHGATE_CALL_LOG else {"meshgate.calls": {"level": "WARNING"}}),
     },
 }

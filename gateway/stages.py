@@ -298,7 +298,9 @@ STAGES: tuple[Stage, ...] = (
 )
 # What looks at a call once it ended, recorded or refused before its record (`observe`):
 # metrics and the call's log line; its trace when tracing is on.
-OBSERVERS: tuple[Ending, ...] = (metrics.observe, calllog.log_call)
+OBSERVERS: tuple[Ending, ...] = (
+    (metrics.observe, calllog.log_call) if settings.MESHGATE_METRICS else (calllog.log_call,)
+)
 ENDINGS: tuple[Ending, ...] = (account, complete, *OBSERVERS)
 
 if settings.MESHGATE_TRACING:  # unset: not one stage more

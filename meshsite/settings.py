@@ -303,7 +303,9 @@ MESHGATE_MAX_SSE_EVENT_BYTES = env_int("MESHGATE_MAX_SSE_EVENT_BYTES", 4 << 20, 
 MESHGATE_GC_FREEZE = env_bool("MESHGATE_GC_FREEZE", True)
 MESHGATE_GC_THRESHOLD = env_int("MESHGATE_GC_THRESHOLD", 50_000, minimum=700)
 
-# Operations. /metrics answers only with `Authorization: Bearer <token>` when a token is set.
+# Operations. Each call counted in /metrics (off only to measure what counting costs).
+MESHGATE_METRICS = env_bool("MESHGATE_METRICS", True)
+# /metrics answers only with `Authorization: Bearer <token>` when a token is set.
 MESHGATE_METRICS_TOKEN = env_str("MESHGATE_METRICS_TOKEN")
 # Where each gateway worker writes its metrics for the others to merge (several workers on
 # one port need one shared directory; empty it when the server starts). Unset: one process.

@@ -218,3 +218,51 @@ def test_readyz_is_503_while_the_database_is_unreachable(seeded):
     finally:
         relay.close()
         stop(process)
+
+
+def test_a_rate_limit_holds_across_two_workers_and_its_refusals_are_counted(seeded):
+    key = seeded.run(
+        "from django.contrib.auth.models import User\n"
+        "from connections.models import Department\n"
+        "from gateway.keys import apikey_create\n"
+        "from quotas.services import ratelimit_create\n"
+        "alice = User.objects.get(username='alice')\n"
+        "marketing = Department.objects.get(cost_center='MKT-100')\n"
+        "api_key, raw = apikey_create(owner=alice, department=marketing, purpose='limited')\n"
+        "ratelimit_create(name='Ten a minute', scope='api_key', api_key=api_key,"
+        " requests_per_minute=10)\n"
+        "print(raw)\n"
+    ).strip()
+    process, port = serve(seeded, 2)
+    try:
+
+        def status(_: int) -> int:
+            with openai.OpenAI(
+                api_key=key, base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=30
+            ) as client:
+                try:
+                    client.chat.completions.create(model="sim/gpt-4o", messages=MESSAGES)
+                except openai.RateLimitError:
+                    return 429
+            return 200
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(status, range(16)))
+        assert statuses.count(200) == 10 and statuses.count(429) == 6, statuses
+
+        deadline = time.monotonic() + 10
+        while True:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            refused = sum(
+                s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "meshgate_quota_refusals_total"
+                and s.labels["reason"] == "rate_limited"
+            )
+            if refused >= 6 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert refused == 6
+    finally:
+        stop(process)

@@ -172,11 +172,13 @@ def observe(call: Call) -> None:
             TOKENS.inc((model, provider, department, "output"), completion)
     if call.cost:
         COST.inc((model, provider, department), float(call.cost))
-    reason = REFUSALS.get(call.outcome)
-    if reason is None and call.error_code == "quota_unavailable":
-        reason = "quota_unavailable"
-    if reason is not None:
-        REFUSED.inc((reason, department))
+    # Quotas refuse before anything goes upstream; a provider's own 429 is an attempt.
+    if attempts is None or not attempts.items:
+        reason = REFUSALS.get(call.outcome)
+        if reason is None and call.error_code == "quota_unavailable":
+            reason = "quota_unavailable"
+        if reason is not None:
+            REFUSED.inc((reason, department))
 
 
 # (id, name, cost center) of every department, refreshed by a scrape (`load_departments`).

@@ -274,3 +274,25 @@ def test_health_and_readiness(gateway):
     ready = httpx.get(base + "/readyz", timeout=5)
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "audit_writer": "ok"}
+
+
+def test_a_providers_429_is_not_counted_as_a_quota_refusal(gateway):
+    def refusals() -> float:
+        return total(
+            scrape(gateway).get("meshgate_quota_refusals", []), "meshgate_quota_refusals_total"
+        )
+
+    def limited() -> float:
+        requests = scrape(gateway)["meshgate_requests"]
+        return total(requests, "meshgate_requests_total", outcome="rate_limited")
+
+    before, limited_before = refusals(), limited()
+    with pytest.raises(openai.RateLimitError):
+        client(gateway).chat.completions.create(
+            model="sim/limited-fail-429", messages=[{"role": "user", "content": "Hello"}]
+        )
+    assert limited() == limited_before + 1
+    assert refusals() == before
+    upstream = scrape(gateway)["gen_ai_client_operation_duration_seconds"]
+    name = "gen_ai_client_operation_duration_seconds_count"
+    assert total(upstream, name, model="sim/limited-fail-429", status="429") >= 1

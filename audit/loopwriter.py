@@ -33,11 +33,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 
 from django.db import connection
 
 from meshsite.lib import pgpipeline
+from meshsite.lib.metrics import REGISTRY
 
 from . import batched
 from .encoders import pg_encoders, pg_text
@@ -54,6 +56,15 @@ _NOT_LIBPQ = {"cursor_factory", "context", "prepare_threshold", "server_side_bin
 _INSERT = "meshgate_audit_insert"
 _UPDATE = "meshgate_audit_update"
 
+# One round trip of a group (its statements and commit), as the loop saw it.
+WRITE_SECONDS = REGISTRY.histogram(
+    "meshgate_audit_write_seconds",
+    "Audit writes: one group of statements and its commit, sent to answered.",
+    ("database",),
+    (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+POSTGRESQL = ("postgresql",)
+
 
 class LoopWriter:
     def __init__(self, loop: asyncio.AbstractEventLoop, fallback: Callable[[Op], None]) -> None:
@@ -64,6 +75,7 @@ class LoopWriter:
         self._pipeline: pgpipeline.Pipeline | None = None
         self._waiting: collections.deque[Op] = collections.deque()
         self._in_flight: collections.deque[list[Op]] = collections.deque()
+        self._sent_at: collections.deque[float] = collections.deque()  # each group's, in order
         self._later = False  # a send is scheduled for the loop's next turn
         self._idle: list[asyncio.Future] = []
         self._closing = False
@@ -92,6 +104,7 @@ class LoopWriter:
             if key not in _NOT_LIBPQ and value is not None
         }
         self._in_flight.clear()
+        self._sent_at.clear()
         pipeline = pgpipeline.pipeline(
             self.loop, self._group_done, self._progress, self._broken, CONNECT_SECONDS
         )
@@ -120,6 +133,10 @@ class LoopWriter:
         await asyncio.shield(waiter)
 
     # --- what the AuditWriter uses ------------------------------------------------------
+
+    def depth(self) -> int:
+        """Statements waiting to be sent or answered."""
+        return len(self._waiting) + sum(len(group) for group in self._in_flight)
 
     def submit(self, op: Op) -> None:
         """Send an insert at once (its call waits); a completion or a batched write at the
@@ -153,6 +170,7 @@ class LoopWriter:
                     continue
                 pipeline.send_group([(statement, params) for _op, statement, params in group])
                 self._in_flight.append([op for op, _statement, _params in group])
+                self._sent_at.append(time.monotonic())
                 self.groups_sent += 1
         except Exception as exc:
             self._broken(exc)
@@ -216,6 +234,8 @@ class LoopWriter:
 
     def _group_done(self, results: list[pgpipeline.StatementResult]) -> None:
         group = self._in_flight.popleft()
+        if self._sent_at:
+            WRITE_SECONDS.observe(POSTGRESQL, time.monotonic() - self._sent_at.popleft())
         if len(results) == len(group) and all(result.ok for result in results):
             for op, result in zip(group, results, strict=True):
                 if op.kind == "insert" and result.value is not None:
@@ -246,6 +266,7 @@ class LoopWriter:
             op.resumed = True  # sent, unanswered: PostgreSQL may have committed it
         ops.extend(self._waiting)
         self._in_flight.clear()
+        self._sent_at.clear()
         self._waiting.clear()
         for op in ops:
             op.alone = False

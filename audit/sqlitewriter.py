@@ -41,6 +41,10 @@ class SQLiteLoopWriter:
         self._sql: tuple[str, str] = ("", "")
         self._encoders: tuple[list, list] | None = None
 
+    def depth(self) -> int:
+        """Writes waiting for the loop's next turn."""
+        return len(self._waiting)
+
     async def connect(self) -> None:
         import sqlite3
 

@@ -129,6 +129,21 @@ class AuditWriter:
         else:
             self._queue_later(op)
 
+    def health(self) -> tuple[bool, dict[str, int]]:
+        """(usable, depths) for readiness and metrics: usable while its thread runs and its
+        spool has room; what waits to be written, by where it waits."""
+        thread, loop_writer = self._thread, self._loop_writer
+        depths = {
+            "thread": self._queue.qsize() + len(self._lazy),
+            "loop": loop_writer.depth() if loop_writer is not None else 0,
+            "spool": len(self._spool),
+        }
+        room = (
+            depths["spool"] < settings.MESHGATE_AUDIT_SPOOL_MAX
+            or not settings.MESHGATE_AUDIT_SPOOL_MAX
+        )
+        return thread is not None and thread.is_alive() and room, depths
+
     # --- what calls use -----------------------------------------------------------------
 
     async def insert(self, fields: dict[str, Any]) -> int:

@@ -14,6 +14,10 @@ variant (`postgres-quotas`, `sqlite-quotas`) adds three quotas every call matche
 too large to refuse anything: what admission costs.
 
     .venv/bin/python bench/overhead.py [--requests 2000] [--variants sqlite,postgres-quotas]
+
+A variant may carry modifiers after a "+" (`make bench-ops`): `postgres+2w` runs two
+uvicorn workers on one port, `postgres+bare` turns metrics and call lines off,
+`postgres+traced` traces every call to an OTLP sink in this process.
 """
 
 from __future__ import annotations
@@ -273,7 +277,50 @@ def prepare_variant(
     return env, key
 
 
-def start_meshgate(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+# Variant modifiers, after a "+": "postgres+2w" (two workers on one port), "postgres+bare"
+# (no metrics, no call log lines), "postgres+traced" (every call traced to a local OTLP sink).
+MODIFIERS = ("2w", "bare", "traced")
+
+
+def apply_modifiers(modifiers: list[str], env: dict[str, str], tmp: Path) -> int:
+    """The environment the modifiers ask for; the number of workers."""
+    unknown = set(modifiers) - set(MODIFIERS)
+    if unknown:
+        raise SystemExit(f"unknown variant modifier(s): {', '.join(sorted(unknown))}")
+    if "bare" in modifiers:
+        env.update(MESHGATE_METRICS="false", MESHGATE_CALL_LOG="false")
+    if "traced" in modifiers:
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp_sink()}",
+            OTEL_TRACES_SAMPLER="always_on",
+        )
+    workers = 2 if "2w" in modifiers else 1
+    if workers > 1:
+        env["MESHGATE_METRICS_DIR"] = str(tmp / "metrics")
+    return workers
+
+
+def otlp_sink() -> int:
+    """An OTLP/HTTP receiver that accepts and drops every export (a thread of this process)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server.server_address[1]
+
+
+def start_meshgate(env: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [
@@ -284,7 +331,7 @@ def start_meshgate(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--loop",
             "uvloop",
             "--http",
@@ -312,7 +359,12 @@ def django_run(code: str, env: dict[str, str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
-    parser.add_argument("--variants", default="sqlite,postgres,postgres-quotas")
+    parser.add_argument(
+        "--variants",
+        default="sqlite,postgres,postgres-quotas",
+        help="e.g. postgres,postgres+2w (two workers), postgres+bare (no metrics, no call "
+        "log), postgres+traced (every call traced)",
+    )
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
 
@@ -329,8 +381,10 @@ def main() -> None:
                 )
         for variant in variants:
             with tempfile.TemporaryDirectory() as tmp:
-                env, key = prepare_variant(variant, Path(tmp), sim_port)
-                gateway, port = start_meshgate(env)
+                base, *modifiers = variant.split("+")
+                env, key = prepare_variant(base, Path(tmp), sim_port)
+                workers = apply_modifiers(modifiers, env, Path(tmp))
+                gateway, port = start_meshgate(env, workers)
                 sent = 0
                 try:
                     for stream in (False, True):
@@ -365,14 +419,14 @@ def main() -> None:
 
 def print_table(rows: list[tuple]) -> None:
     header = (
-        f"{'variant':15} {'mode':6} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | "
+        f"{'variant':22} {'mode':6} {'conc':>4} | {'direct rps':>10} {'p50':>7} {'p99':>7} | "
         f"{'meshgate rps':>12} {'p50':>7} {'p99':>7} | {'added p50':>9} {'fail':>4}"
     )
     print(header)
     print("-" * len(header))
     for variant, stream, concurrency, direct, via in rows:
         print(
-            f"{variant:15} {'stream' if stream else 'plain':6} {concurrency:>4} | "
+            f"{variant:22} {'stream' if stream else 'plain':6} {concurrency:>4} | "
             f"{direct['rps']:>10.0f} {direct['p50']:>6.1f}ms {direct['p99']:>5.1f}ms | "
             f"{via['rps']:>12.0f} {via['p50']:>6.1f}ms {via['p99']:>5.1f}ms | "
             f"{via['p50'] - direct['p50']:>7.1f}ms {direct['failures'] + via['failures']:>4}"

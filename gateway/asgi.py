@@ -28,6 +28,7 @@ from meshsite.lib.ids import unique_hex
 from . import auth, directory, doors, pipeline, runtime
 from .call import Call, Principal, Reply
 from .errors import GatewayError, error_body, model_not_found
+from .ops import ops_app
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 writer.start()
                 await writer.attach_loop()
+                await ops_app.startup()
                 versioning.start_refresher()
                 try:
                     # Keys and the catalog are loaded (and adapters imported) before the first call.
@@ -72,6 +74,7 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await versioning.stop_refresher()
+                await ops_app.shutdown()
                 await runtime.current.close()
                 await writer.detach_loop()
                 await asyncio.get_running_loop().run_in_executor(None, writer.stop)
@@ -98,6 +101,7 @@ class GatewayApp:
                     raise _not_allowed()
                 call.body = await self.read_json(headers, receive)
                 call.authorization = headers.get(b"authorization")
+                call.traceparent = headers.get(b"traceparent")
                 watch = _ClientWatch(receive)
                 try:
                     reply = await pipeline.serve(call)

@@ -68,6 +68,7 @@ class Call:
     client_ip: str | None = None
     user_agent: str = ""
     authorization: bytes | None = None  # the Authorization header, for `authenticate`
+    traceparent: bytes | None = None  # the client's W3C traceparent header (tracing)
     body: dict[str, Any] | None = None
     # authenticate
     principal: Principal | None = None
@@ -94,9 +95,11 @@ class Call:
     outcome: Outcome = Outcome.INTERRUPTED
     status: int = 0
     error_message: str = ""
+    error_code: str = ""  # the refusal's or failure's code (`quota_unavailable`), for metrics
     ended_at: datetime | None = None
     finished: bool = False  # `pipeline.finish` ran: settled and completed once
     reply: Reply | None = None
+    trace: Any = None  # gateway.tracing.CallTrace while a traced call runs
 
     @classmethod
     def since(cls, request_id: str, endpoint: str, started: float | None, **fields: Any) -> Call:
@@ -125,6 +128,7 @@ class Call:
 
     def fail(self, error: GatewayError) -> None:
         self.end(error.outcome, error.status, error.message)
+        self.error_code = error.code
 
     def latency_ms(self) -> int:
         return int((time.monotonic() - self.started) * 1000)

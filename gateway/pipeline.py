@@ -62,6 +62,7 @@ async def refused(call: Call, error: GatewayError) -> Reply:
     opening = call.opening
     if opening is None:
         await record.refuse(call, now())
+        stages.observe(call)
         return doors.error_reply(error, call.request_id)
     if call.record_id is None and error.code != "audit_unavailable":
         try:

@@ -39,6 +39,7 @@ class Attempts:
     waited: float = 0.0  # seconds spent waiting between attempts, against RETRY_WAIT_BUDGET
     # The target whose attempt a client's hang-up cut (it was called: the call is billed).
     cut: Target | None = None
+    started: list[float] = field(default_factory=list)  # each attempt's (monotonic), for traces
 
     def add(
         self,
@@ -50,6 +51,7 @@ class Attempts:
         cause: str = "",
         unverified: bool = False,
     ) -> None:
+        self.started.append(started)
         item = {
             "llm": target.mesh_id,
             "llm_id": target.llm_id,

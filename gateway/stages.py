@@ -29,7 +29,7 @@ from connections.tokens import estimate_prompt_tokens, estimate_text_tokens
 from quotas import QuotaExceeded, QuotaUnavailable, RateLimited
 from quotas.hook import admit_call, settle_soon
 
-from . import auth, directory, doors, router
+from . import auth, calllog, directory, doors, metrics, router
 from .call import Call, now
 from .errors import GatewayError, database_unavailable, from_provider, internal, quota_refusal
 from .validation import check_request, unsupported_field
@@ -296,7 +296,24 @@ STAGES: tuple[Stage, ...] = (
     audit_first,
     call_upstream,
 )
-ENDINGS: tuple[Ending, ...] = (account, complete)
+# What looks at a call once it ended, recorded or refused before its record (`observe`):
+# metrics and the call's log line; its trace when tracing is on.
+OBSERVERS: tuple[Ending, ...] = (
+    (metrics.observe, calllog.log_call) if settings.MESHGATE_METRICS else (calllog.log_call,)
+)
+ENDINGS: tuple[Ending, ...] = (account, complete, *OBSERVERS)
+
+if settings.MESHGATE_TRACING:  # unset: not one stage more
+    from . import tracing
+
+    _MARKS: dict[Stage, Stage] = {
+        open_record: tracing.opened,
+        admit: tracing.admitted,
+        audit_first: tracing.written,
+    }
+    STAGES = (tracing.begin, *(s for stage in STAGES for s in (stage, _MARKS.get(stage)) if s))
+    OBSERVERS = (*OBSERVERS, tracing.end)
+    ENDINGS = (*ENDINGS, tracing.end)
 
 
 def finish(call: Call) -> None:
@@ -306,3 +323,9 @@ def finish(call: Call) -> None:
     call.finished = True
     for ending in ENDINGS:
         ending(call)
+
+
+def observe(call: Call) -> None:
+    """Run the observers of a call refused before its record was opened (no endings)."""
+    for observer in OBSERVERS:
+        observer(call)

@@ -307,19 +307,47 @@ MESHGATE_MAX_SSE_EVENT_BYTES = env_int("MESHGATE_MAX_SSE_EVENT_BYTES", 4 << 20, 
 MESHGATE_GC_FREEZE = env_bool("MESHGATE_GC_FREEZE", True)
 MESHGATE_GC_THRESHOLD = env_int("MESHGATE_GC_THRESHOLD", 50_000, minimum=700)
 
+# Operations. Each call counted in /metrics (off only to measure what counting costs).
+MESHGATE_METRICS = env_bool("MESHGATE_METRICS", True)
+# /metrics answers only with `Authorization: Bearer <token>` when a token is set.
+MESHGATE_METRICS_TOKEN = env_str("MESHGATE_METRICS_TOKEN")
+# Where each gateway worker writes its metrics for the others to merge (several workers on
+# one port need one shared directory; empty it when the server starts). Unset: one process.
+MESHGATE_METRICS_DIR = env_str("MESHGATE_METRICS_DIR")
+# One INFO line per call on the `meshgate.calls` logger (about 40 µs of CPU a call, see
+# docs/ARCHITECTURE.md "Operations"); off: only the metrics and the trail count calls.
+MESHGATE_CALL_LOG = env_bool("MESHGATE_CALL_LOG", True)
+# Every log line, a call's included: "text" or "json" (one JSON object a line).
+MESHGATE_LOG_FORMAT = env_str("MESHGATE_LOG_FORMAT", "text")
+if MESHGATE_LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(
+        f"MESHGATE_LOG_FORMAT must be text or json, not {MESHGATE_LOG_FORMAT!r}."
+    )
+# Traces go out over OTLP/HTTP when the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set
+# (the other OTEL_* variables, e.g. OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, are the SDK's).
+MESHGATE_TRACING = bool(
+    os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+) and not env_bool("OTEL_SDK_DISABLED", False)
+
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DJANGO_DEFAULT_FROM_EMAIL", "meshgate@localhost")
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "text": {"()": "meshsite.logfilters.TextFormatter"},
+        "json": {"()": "meshsite.logfilters.JsonFormatter"},
+    },
     "filters": {"forbidden_in_one_line": {"()": "meshsite.logfilters.ForbiddenInOneLine"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": MESHGATE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("MESHGATE_LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},
         "botocore": {"level": "WARNING"},
         "django.request": {"filters": ["forbidden_in_one_line"]},
+        # Call lines follow MESHGATE_LOG_LEVEL, unless switched off alone.
+        **({} if MESHGATE_CALL_LOG else {"meshgate.calls": {"level": "WARNING"}}),
     },
 }

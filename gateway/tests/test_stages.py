@@ -55,7 +55,8 @@ def test_the_stages_run_in_the_registered_order():
         stages.audit_first,
         stages.call_upstream,
     ) == stages.STAGES
-    assert (stages.account, stages.complete) == stages.ENDINGS
+    assert (stages.metrics.observe, stages.calllog.log_call) == stages.OBSERVERS
+    assert (stages.account, stages.complete, *stages.OBSERVERS) == stages.ENDINGS
 
 
 def test_authenticate_turns_a_key_into_its_principal_and_keeps_a_playground_one(sim_cast):

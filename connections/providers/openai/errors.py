@@ -14,6 +14,7 @@ from meshsite.lib import http
 
 from .. import failures
 from ..base import ConnectionConfig, ProviderError
+from ..context import UPSTREAM_HEADERS
 
 MAX_MESSAGE = 300
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
@@ -192,7 +193,7 @@ async def post_checked(
     client: http.Client,
     url: str,
     body: bytes,
-    headers: list[tuple[bytes, bytes]],
+    headers: bytes,
     *,
     stream: bool,
     status_error: Callable[[int, Mapping[str, str], bytes], ProviderError],
@@ -202,6 +203,9 @@ async def post_checked(
     """POST `body`: the response if its status is under 300; otherwise `status_error`'s
     error for it (its body read, the response closed). Network failures as ProviderErrors,
     a connection failure logged (at most once a minute per upstream, `failures.note`)."""
+    extra = UPSTREAM_HEADERS.get()
+    if extra:
+        headers = headers + extra
     try:
         response = await client.request(method, url, content=body, headers=headers, stream=stream)
     except http.TransportError as exc:

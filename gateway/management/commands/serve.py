@@ -1,15 +1,20 @@
 """`manage.py serve`: the gateway under uvicorn, plus the demo simulator and Celery when configured.
 
-`make run` uses it. In production run the parts separately (see the README):
-uvicorn workers, `celery worker`, one `celery beat`.
+`make run` uses it, and so does production (the Dockerfile's command): `--workers N` runs N
+uvicorn worker processes on one port, `--simulator-port 0 --no-celery` leaves out the demo
+simulator and Celery (run `celery worker` and one `celery beat` as their own processes).
+With several workers their metrics meet in MESHGATE_METRICS_DIR (`var/metrics` if unset),
+emptied here before the workers start, so every worker's /metrics counts them all.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import uvicorn
 from django.conf import settings
@@ -42,6 +47,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         children: list[subprocess.Popen] = []
+        if options["workers"] > 1 or settings.MESHGATE_METRICS_DIR:
+            self.stdout.write(f"Metrics of every worker meet in {metrics_directory()}")
         python = sys.executable
         if options["simulator_port"]:
             children.append(
@@ -116,3 +123,14 @@ class Command(BaseCommand):
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.kill()
+
+
+def metrics_directory() -> Path:
+    """The workers' shared metrics directory, emptied, and named in the environment the
+    workers inherit (they read it in settings)."""
+    directory = Path(settings.MESHGATE_METRICS_DIR or settings.VAR_DIR / "metrics")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in [*directory.glob("*.json"), *directory.glob("*.tmp")]:
+        stale.unlink(missing_ok=True)
+    os.environ["MESHGATE_METRICS_DIR"] = str(directory)
+    return directory

@@ -164,7 +164,8 @@ def partition_table(*, ahead: int = 3, now: dt.datetime | None = None) -> bool:
         cursor.execute(f"ALTER TABLE {TABLE} ALTER id SET DEFAULT nextval('{sequence}')")
         cursor.execute(f"ALTER TABLE {TABLE} ADD CONSTRAINT {pk_name} PRIMARY KEY (id, started_at)")
         _rebuild(cursor, indexes, uniques)
-        cursor.execute(f"ANALYZE {TABLE}")
+        # No ANALYZE under the lock (seconds per partition): autovacuum analyzes the
+        # partitions the copy filled.
     return True
 
 
@@ -220,7 +221,8 @@ def _rebuild(cursor, indexes: list[str], uniques: list[tuple[str, str]]) -> None
     for statement in indexes:
         # Definitions read before the rename name the table by its (unchanged) name: on a
         # partitioned parent each becomes an index on every partition, present and future.
-        cursor.execute(statement)
+        # (A partitioned parent's own read "ON ONLY", which would skip its partitions.)
+        cursor.execute(statement.replace(" ON ONLY ", " ON ", 1))
 
 
 # --- months ahead, and the default partition's rows ---------------------------------------------

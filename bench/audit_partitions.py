@@ -13,7 +13,8 @@ order to 1 November 2026, over the departments, users, keys and LLMs of bench/au
 It times the admin changelist (one department and one month, and the others bench/audit.py
 times), the CSV exports (each in a fresh process), the roll-up of a day and of a month, and
 the records' retention (the oldest months' partitions dropped, against deleting one month's
-rows). --keep keeps the data for another run; by default a run starts from an empty table.
+rows), and with --convert migration 0009 itself on the data. --keep reuses the data of a
+previous run; by default a run starts from an empty table.
 Figures go to stdout (and --json FILE).
 """
 
@@ -236,6 +237,21 @@ def measure_retention(compare_delete: bool) -> dict:
     return results
 
 
+def measure_conversion() -> dict:
+    from django.db import connection
+
+    from audit.partitions import partition_table, unpartition_table
+
+    results: dict = {}
+    timed("back to one plain table (the reverse)", unpartition_table, results)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE audit_callrecord")
+    timed("plain table partitioned, rows copied", lambda: partition_table(ahead=3), results)
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE audit_callrecord")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=50_000_000)
@@ -244,6 +260,11 @@ def main() -> None:
     parser.add_argument("--no-exports", action="store_true", help="skip the CSV exports")
     parser.add_argument(
         "--compare-delete", action="store_true", help="also time deleting one month by rows"
+    )
+    parser.add_argument(
+        "--convert",
+        action="store_true",
+        help="also time migration 0009 on this data: back to one table, then partitioned again",
     )
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
@@ -275,6 +296,9 @@ def main() -> None:
         seconds = generate(args.records, catalog)
         figures["fill"] = {"records": args.records, "seconds": round(seconds, 1)}
     figures["records"] = CallRecord.objects.count()
+    if args.convert:
+        print("migration 0009 on this data:", flush=True)
+        figures["conversion"] = measure_conversion()
     figures["table"] = table_size()
     print(f"{figures['records']:,} records; {figures['table']}", flush=True)
     department = catalog["departments"][0]

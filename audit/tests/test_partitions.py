@@ -394,3 +394,22 @@ def test_on_sqlite_the_migration_and_the_partition_task_change_nothing(cast, set
 
     call_command("audit_partitions", stdout=out)
     assert "not partitioned" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_an_insert_resumed_after_a_lost_answer_takes_the_committed_record():
+    """The writer's resumed insert (audit.statements): its ON CONFLICT names the request id
+    with its start time, the unique key the partitioned table holds, and returns the row."""
+    from audit.ops import Op
+    from audit.statements import insert_rows, statements
+    from audit.tests.test_writer import opening
+
+    sql = statements(connection.vendor)
+    fields = opening(started_at=at(2023, 7, 9))  # a month in the default partition on PG
+    with connection.cursor() as cursor:
+        cursor.execute(sql.insert_sql(1), insert_rows(sql, [Op("insert", fields)])[0])
+        first = cursor.fetchone()
+        cursor.execute(sql.insert_resumed_sql, insert_rows(sql, [Op("insert", fields)])[0])
+        again = cursor.fetchone()
+    assert again == first and first[1] == fields["request_id"]
+    assert CallRecord.objects.filter(request_id=fields["request_id"]).count() == 1

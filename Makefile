@@ -10,7 +10,7 @@ export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 # The demo connection points at the simulator `make run` starts, wherever SIM_PORT puts it.
 export MESHGATE_SIMULATOR_URL ?= http://$(HOST):$(SIM_PORT)
 
-.PHONY: install run test mutate browser lint format check bench bench-ops bench-peers bench-ab bench-ab-redis keys demo clean
+.PHONY: install run test mutate browser lint format check bench bench-ops bench-peers bench-ab bench-ab-redis bench-audit-partitions keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -123,6 +123,12 @@ bench-ab: install keys
 # in docs/PERFORMANCE.md). `make bench-ab-redis BENCH_ARGS='--rounds 5 --stream'`.
 bench-ab-redis: install keys
 	$(PY) bench/ab_redis.py $(BENCH_ARGS)
+
+# The call table partitioned by month at 50M records generated in PostgreSQL (issue 22): the
+# admin changelist, CSV export, roll-up and retention. Needs ~35 GB of disk at the default;
+# `make bench-audit-partitions BENCH_ARGS='--records 200000'` for a quick run.
+bench-audit-partitions: install keys
+	$(PY) bench/audit_partitions.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -31,7 +31,7 @@ class CallRecord(models.Model):
 
     Outcome = Outcome  # audit.outcome: the one enum of how a call ended
 
-    request_id = models.CharField(max_length=64)  # unique: see Meta.constraints
+    request_id = models.CharField(max_length=64)  # unique with started_at: see Meta.constraints
     started_at = models.DateTimeField()
     first_token_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -92,9 +92,14 @@ class CallRecord(models.Model):
             models.Index(fields=["api_key", "started_at"], name="call_key_started"),
         ]
         # A constraint, not unique=True: that would add a second (LIKE) index on PostgreSQL
-        # that no query uses, maintained on every insert.
+        # that no query uses, maintained on every insert. With the start time because the
+        # partitioned table (audit.partitions) can only enforce a key holding its partition
+        # key; request ids are the gateway's own, one per call, so they stay unique alone.
+        # Its index also serves lookups by request id.
         constraints = [
-            models.UniqueConstraint(fields=["request_id"], name="call_request_id_unique")
+            models.UniqueConstraint(
+                fields=["request_id", "started_at"], name="call_request_started_unique"
+            )
         ]
 
     def __str__(self) -> str:

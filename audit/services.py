@@ -22,6 +22,7 @@ from django.utils import timezone
 from .models import CallRecord, ChargebackReport, DeletedName, UsageRollup
 from .money import money_text, units_sum
 from .reports import BREAKDOWNS, render_csv, render_xlsx
+from .retention import records_cutoff
 from .trail import DELETED, TrailName, trail_names
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,11 @@ def usage_rollup_day(*, day: dt.date) -> RollupResult:
     longer exist disappear); the rows are computed and written by a single
     INSERT ... SELECT ... GROUP BY, so no call record travels to Python.
     """
+    cutoff = records_cutoff()
+    if cutoff is not None and day_bounds(day)[1] <= cutoff:
+        # Its records are gone (MESHGATE_AUDIT_KEEP_MONTHS): its roll-up rows are all that
+        # is left of the day, and recomputing them from nothing would erase its spend.
+        return RollupResult(day=day, groups=UsageRollup.objects.filter(day=day).count())
     _advisory_lock(_LOCK_ROLLUP_DAY, day.toordinal())
     UsageRollup.objects.filter(day=day).delete()
     select_sql, select_params = _day_groups(day).query.sql_with_params()

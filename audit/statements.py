@@ -72,11 +72,14 @@ def _build_statements(vendor: str) -> Statements:
         insert_head=insert_head,
         insert_row=insert_row,
         insert_returning=insert_returning,
-        # Request ids are the gateway's own and unique per call: a conflict on one is
-        # this call's record, committed before its connection broke. The no-op update
-        # makes RETURNING give that row (DO NOTHING would return none).
+        # Request ids are the gateway's own and unique per call: a conflict on one (with
+        # its start time, the unique key a partitioned table can hold; a resumed insert
+        # sends the same one) is this call's record, committed before its connection
+        # broke. The no-op update makes RETURNING give that row (DO NOTHING would return
+        # none).
         insert_resumed_sql=(
-            f"{insert_head}{insert_row} ON CONFLICT ({quote('request_id')}) DO UPDATE SET "
+            f"{insert_head}{insert_row} ON CONFLICT ({quote('request_id')}, "
+            f"{quote('started_at')}) DO UPDATE SET "
             f"{quote('request_id')} = EXCLUDED.{quote('request_id')} {insert_returning}"
         ),
         update_sql=f"UPDATE {table} SET {assignments} WHERE {pk} = %s",  # noqa: S608

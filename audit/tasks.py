@@ -17,7 +17,11 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from . import services
-from .tasks_audit import purge_expired_bodies, refresh_measured_speed  # noqa: F401 (registers them)
+from .tasks_audit import (  # noqa: F401 (registers them)
+    maintain_call_partitions,
+    purge_expired_bodies,
+    refresh_measured_speed,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -253,10 +253,12 @@ def table_size() -> dict:
     from django.db import connection
 
     with connection.cursor() as cursor:
+        # Summed over the partitions (a partitioned parent holds no rows itself).
         cursor.execute(
-            "SELECT pg_size_pretty(pg_relation_size('audit_callrecord')),"
-            " pg_size_pretty(pg_total_relation_size('audit_callrecord')),"
-            " pg_size_pretty(pg_indexes_size('audit_callrecord'))"
+            "SELECT pg_size_pretty(sum(pg_relation_size(relid))),"
+            " pg_size_pretty(sum(pg_total_relation_size(relid))),"
+            " pg_size_pretty(sum(pg_indexes_size(relid)))"
+            " FROM pg_partition_tree('audit_callrecord') WHERE isleaf"
         )
         heap, total, indexes = cursor.fetchone()
     return {"heap": heap, "total_with_toast_and_indexes": total, "indexes": indexes}

@@ -31,4 +31,8 @@ app.conf.beat_schedule = {
         "task": "audit.tasks.purge_expired_bodies",
         "schedule": crontab(minute=45, hour=2),
     },
+    "audit-partitions-daily": {
+        "task": "audit.tasks.maintain_call_partitions",
+        "schedule": crontab(minute=15, hour=3),
+    },
 }

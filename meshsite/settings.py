@@ -288,6 +288,15 @@ if MESHGATE_CA_BUNDLE and not os.path.isfile(MESHGATE_CA_BUNDLE):
     raise ImproperlyConfigured(f"MESHGATE_CA_BUNDLE: no such file {MESHGATE_CA_BUNDLE!r}")
 MESHGATE_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE
 MESHGATE_AUDIT_RETENTION_DAYS = env_int("MESHGATE_AUDIT_RETENTION_DAYS", 365, minimum=1)
+# Call records themselves, by whole UTC months: kept for this month and that many before it,
+# older months dropped (0: kept for ever). On PostgreSQL the call table is partitioned by
+# month; an expired month's partition is dropped, or detached (to archive) with "detach".
+MESHGATE_AUDIT_KEEP_MONTHS = env_int("MESHGATE_AUDIT_KEEP_MONTHS", 0, minimum=0)
+MESHGATE_AUDIT_EXPIRED_PARTITIONS = env_str("MESHGATE_AUDIT_EXPIRED_PARTITIONS", "drop")
+if MESHGATE_AUDIT_EXPIRED_PARTITIONS not in ("drop", "detach"):
+    raise ImproperlyConfigured("MESHGATE_AUDIT_EXPIRED_PARTITIONS must be drop or detach.")
+# Months past this one whose partitions are made ahead (daily task, migrate, on demand).
+MESHGATE_AUDIT_PARTITIONS_AHEAD = env_int("MESHGATE_AUDIT_PARTITIONS_AHEAD", 3, minimum=1)
 # How long a call waits for its audit record before it is refused (503, nothing sent upstream).
 MESHGATE_AUDIT_WAIT_SECONDS = env_int("MESHGATE_AUDIT_WAIT_SECONDS", 10, minimum=1)
 # Records of calls refused while the database was away, kept in memory until it is back.

@@ -1,0 +1,31 @@
+"""Which door serves which `/v1/` path, besides the OpenAI door's own (`doors.ROUTES`).
+
+`DOORS` are the paths whose calls run the pipeline (`gateway.asgi` translates in and
+out through the door); `side` serves a door's other paths that call no model
+(`/v1/messages/count_tokens`, `GET`/`DELETE /v1/responses/{id}`), authenticated as a
+call is, refused in the door's error shape, and recorded only when refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .call import Call, Reply
+from .doors import Door
+from .doors_completions import CompletionsDoor
+
+DOORS: dict[str, Door] = {
+    "/v1/completions": CompletionsDoor(),
+}
+
+
+def side_door(path: str) -> Door | None:
+    """The door of a side path, or None."""
+    return None
+
+
+async def side(
+    call: Call, method: str, path: str, read: Callable[[], Awaitable[dict[str, Any]]]
+) -> Reply:
+    raise NotImplementedError

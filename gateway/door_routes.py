@@ -14,18 +14,24 @@ from typing import Any
 from .call import Call, Reply
 from .doors import Door
 from .doors_completions import CompletionsDoor
+from .doors_messages import CountTokensDoor, MessagesDoor
 
 DOORS: dict[str, Door] = {
     "/v1/completions": CompletionsDoor(),
+    "/v1/messages": MessagesDoor(),
+}
+SIDE: dict[str, Door] = {
+    "/v1/messages/count_tokens": CountTokensDoor(),
 }
 
 
 def side_door(path: str) -> Door | None:
     """The door of a side path, or None."""
-    return None
+    return SIDE.get(path)
 
 
 async def side(
     call: Call, method: str, path: str, read: Callable[[], Awaitable[dict[str, Any]]]
 ) -> Reply:
-    raise NotImplementedError
+    assert call.door is not None
+    return await call.door.side(call, method, path, read)

@@ -85,6 +85,10 @@ class Door:
     def error_reply(self, error: GatewayError, request_id: str) -> Reply:
         return error_reply(error, request_id)
 
+    async def side(self, call: Call, method: str, path: str, read: Any) -> Reply:
+        """A side path's answer (see `gateway.door_routes`)."""
+        raise GatewayError(404, f"Unknown path {path[:100]}.", code="not_found")
+
 
 OPENAI = Door()
 

@@ -6,6 +6,7 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from . import lastused, signals  # noqa: F401
+        from . import lastused, responses_store, signals  # noqa: F401
 
         lastused.register()
+        responses_store.register()

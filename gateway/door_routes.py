@@ -15,18 +15,25 @@ from .call import Call, Reply
 from .doors import Door
 from .doors_completions import CompletionsDoor
 from .doors_messages import CountTokensDoor, MessagesDoor
+from .doors_responses import ResponsesDoor
+from .responses_store import StoredDoor
 
 DOORS: dict[str, Door] = {
     "/v1/completions": CompletionsDoor(),
     "/v1/messages": MessagesDoor(),
+    "/v1/responses": ResponsesDoor(),
 }
 SIDE: dict[str, Door] = {
     "/v1/messages/count_tokens": CountTokensDoor(),
 }
 
+STORED = StoredDoor()
+
 
 def side_door(path: str) -> Door | None:
     """The door of a side path, or None."""
+    if path.startswith("/v1/responses/"):
+        return STORED
     return SIDE.get(path)
 
 

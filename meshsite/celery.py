@@ -31,4 +31,8 @@ app.conf.beat_schedule = {
         "task": "audit.tasks.purge_expired_bodies",
         "schedule": crontab(minute=45, hour=2),
     },
+    "stored-responses-retention-daily": {
+        "task": "gateway.tasks.purge_expired_responses",
+        "schedule": crontab(minute=50, hour=2),
+    },
 }

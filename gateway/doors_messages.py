@@ -149,7 +149,7 @@ def _tool_choice(choice: dict[str, Any]) -> Any:
     kind = choice.get("type")
     if kind == "tool":
         return {"type": "function", "function": {"name": choice.get("name")}}
-    return {"auto": "auto", "any": "required", "none": "none"}.get(kind, "auto")
+    return {"auto": "auto", "any": "required", "none": "none"}.get(str(kind), "auto")
 
 
 def to_chat(body: dict[str, Any], *, counting: bool = False) -> dict[str, Any]:
@@ -269,7 +269,7 @@ class MessageEvents:
         self.stop_reason = "end_turn"
 
     def start(self, input_tokens: int) -> bytes:
-        message = {
+        message: dict[str, Any] = {
             "id": self.message_id,
             "type": "message",
             "role": "assistant",
@@ -312,7 +312,7 @@ class MessageEvents:
                 key = f"tool:{call.get('index', 0)}"
                 function = call.get("function") or {}
                 if self.open != key:
-                    block = {
+                    block: dict[str, Any] = {
                         "type": "tool_use",
                         "id": call.get("id") or "",
                         "name": function.get("name") or "",

@@ -46,7 +46,7 @@ class StoredInserts:
         meta = StoredResponse._meta
         quote = connection.ops.quote_name
         names = ("id", "user_id", "api_key_id", "created_at", "model", "response", "messages")
-        columns = ", ".join(quote(meta.get_field(name).column) for name in names)
+        columns = ", ".join(quote(name) for name in names)  # the fields' own column names
         # Only the model's own table and column names are interpolated; values are parameters.
         values = ", ".join(["%s"] * len(names))
         return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({values})"  # noqa: S608

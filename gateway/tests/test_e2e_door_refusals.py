@@ -50,7 +50,8 @@ def test_a_blocking_quota_is_each_sdks_rate_limit_error_and_recorded_under_the_d
         error = anthropic.RateLimitError if door == "messages" else openai.RateLimitError
         with pytest.raises(error) as refused:
             call()
-        record = gateway.record(refused.value.response.headers["x-request-id"])
+        request_id = refused.value.response.headers["x-request-id"]
+        record = gateway.record(request_id, outcome_not="interrupted")
         assert (record["endpoint"], record["outcome"], record["status_code"]) == (
             door,
             "budget_exceeded",

@@ -10,7 +10,7 @@ export MESHGATE_ALLOW_PRIVATE_UPSTREAMS ?= true
 # The demo connection points at the simulator `make run` starts, wherever SIM_PORT puts it.
 export MESHGATE_SIMULATOR_URL ?= http://$(HOST):$(SIM_PORT)
 
-.PHONY: install run test mutate browser lint format check bench bench-ops bench-peers bench-ab bench-ab-redis bench-audit-partitions keys demo clean
+.PHONY: install run test mutate browser lint format check bench bench-doors bench-ops bench-peers bench-ab bench-ab-redis bench-audit-partitions keys demo clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -109,6 +109,10 @@ bench: install keys
 bench-ops: install keys
 	$(PY) bench/metrics_observe.py
 	$(PY) bench/overhead.py --variants postgres,postgres+bare,postgres+traced,postgres+2w $(BENCH_ARGS)
+
+# What each API door (legacy completions, Messages, Responses) adds beside chat, at concurrency 1.
+bench-doors: install keys
+	$(PY) bench/doors.py $(BENCH_ARGS)
 
 # Meshgate beside LiteLLM's proxy under wrk (issue 9): installs LiteLLM into bench/.venv-litellm
 # and wrk if missing, writes bench/RESULTS.md. `make bench-peers BENCH_ARGS=--quick` for a smoke run.

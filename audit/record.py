@@ -84,7 +84,7 @@ class Recorded(Protocol):
     @property
     def request_id(self) -> str: ...
     @property
-    def endpoint(self) -> str: ...
+    def recorded_endpoint(self) -> str: ...
     @property
     def started_at(self) -> datetime: ...
     @property
@@ -175,7 +175,7 @@ def opening_fields(call: Recorded) -> dict[str, Any]:
         "api_key_prefix": who.api_key_prefix if who else "",
         "department_id": who.department_id if who else None,
         "purpose": who.purpose if who else "",
-        "endpoint": call.endpoint[:40],
+        "endpoint": call.recorded_endpoint[:40],
         "streamed": call.streamed,
         "model_requested": call.model_requested,
         "alias_name": call.alias_name,

@@ -6,7 +6,8 @@ class GatewayConfig(AppConfig):
     verbose_name = "Gateway"
 
     def ready(self) -> None:
-        from . import lastused, runtime, signals  # noqa: F401
+        from . import lastused, responses_store, runtime, signals  # noqa: F401
 
         lastused.register()
+        responses_store.register()
         runtime.start()  # the process's keys, catalog and adapters (gateway/runtime.py)

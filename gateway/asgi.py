@@ -25,7 +25,7 @@ from audit.writer import writer
 from connections import versioning
 from meshsite.lib.ids import unique_hex
 
-from . import auth, directory, doors, pipeline, runtime
+from . import auth, directory, door_routes, doors, pipeline, runtime
 from .call import Call, Principal, Reply
 from .errors import GatewayError, error_body, model_not_found
 from .ops import ops_app
@@ -91,20 +91,24 @@ class GatewayApp:
         client = scope.get("client")
         client_ip = client[0] if client else None
         user_agent = headers.get(b"user-agent", b"").decode("latin-1")
-        endpoint = CALL_ROUTES.get(path)
+        door = door_routes.DOORS.get(path)  # Responses, Messages, legacy completions
+        endpoint = door.endpoint if door is not None else CALL_ROUTES.get(path)
         call = Call.since(
             request_id, endpoint or path[:40], started, client_ip=client_ip, user_agent=user_agent
         )
+        call.door = door or door_routes.side_door(path)
         try:
             if endpoint is not None:
                 if method != "POST":
                     raise _not_allowed()
                 call.body = await self.read_json(headers, receive)
-                call.authorization = headers.get(b"authorization")
+                call.authorization = (door or doors.OPENAI).credential(headers)
                 call.traceparent = headers.get(b"traceparent")
                 watch = _ClientWatch(receive)
                 try:
                     reply = await pipeline.serve(call)
+                    if door is not None and reply.status == 200:
+                        reply = door.answer(call, reply)
                 except asyncio.CancelledError:
                     # The client left: the call was ended and recorded (499); nobody to answer.
                     if watch.ours():
@@ -123,6 +127,11 @@ class GatewayApp:
                     raise _not_allowed()
                 principal = await auth.authenticate(headers.get(b"authorization"))
                 reply = await self.models(principal, path, request_id)
+            elif call.door is not None:  # count_tokens, GET/DELETE /v1/responses/{id}
+                call.authorization = call.door.credential(headers)
+                reply = await door_routes.side(
+                    call, method, path, lambda: self.read_json(headers, receive)
+                )
             else:
                 raise GatewayError(404, f"Unknown path {path[:100]}.", code="not_found")
         except GatewayError as error:
@@ -130,11 +139,11 @@ class GatewayApp:
             reply = await pipeline.refuse(error, call)
         except Exception as exc:
             logger.error("gateway: internal error before the service: %s", type(exc).__name__)
-            reply = doors.error_reply(
+            reply = doors.reply_error(
+                call,
                 GatewayError(
                     500, f"Internal error (request id {request_id}).", code="internal_error"
                 ),
-                request_id,
             )
         await self.respond(reply, receive, send)
 

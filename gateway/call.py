@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from quotas.admission import Admission
 
     from .directory import Snapshot, Target
+    from .doors import Door
     from .router import Attempts
 
 
@@ -70,6 +71,8 @@ class Call:
     authorization: bytes | None = None  # the Authorization header, for `authenticate`
     traceparent: bytes | None = None  # the client's W3C traceparent header (tracing)
     body: dict[str, Any] | None = None
+    door: Door | None = None  # another wire format than OpenAI's (`doors.Door`)
+    door_body: dict[str, Any] | None = None  # its own request, once translated into `body`
     # authenticate
     principal: Principal | None = None
     # resolve and authorize
@@ -108,6 +111,11 @@ class Call:
             return cls(request_id, endpoint, **fields)
         begun = now() - timedelta(seconds=time.monotonic() - started)
         return cls(request_id, endpoint, started, begun, **fields)
+
+    @property
+    def recorded_endpoint(self) -> str:
+        """The endpoint the record names: the door's, when it is not OpenAI's."""
+        return self.door.name if self.door is not None else self.endpoint
 
     @property
     def streamed(self) -> bool:

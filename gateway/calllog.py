@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from .metrics import DOOR
+from .metrics import door_of
 
 if TYPE_CHECKING:
     from .call import Call
@@ -31,7 +31,7 @@ def log_call(call: Call) -> None:
         "call",
         extra={
             "request_id": call.request_id,
-            "door": DOOR,
+            "door": door_of(call),
             "endpoint": call.endpoint,
             "model": target.mesh_id if target is not None else "",
             "alias": call.alias_name,

@@ -10,12 +10,15 @@ back. The internal reply is a `Reply`: a JSON body, or SSE frames ending in DONE
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .call import Reply
 from .errors import GatewayError
+
+if TYPE_CHECKING:
+    from .call import Call
 
 JSON_HEADER = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -55,6 +58,60 @@ def error_reply(error: GatewayError, request_id: str) -> Reply:
         extra.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
     extra.extend(error.extra_headers)
     return Reply(error.status, headers(request_id, extra), body=error.body())
+
+
+class Door:
+    """Another wire format in front of the same pipeline (see ARCHITECTURE.md, "Doors").
+
+    `translate` (the `translate` stage, after `authenticate`) turns the client's body into
+    the internal request and keeps the original in `call.door_body`; `answer` turns the
+    pipeline's 200 reply (JSON, or the SSE frames ending in DONE) into the door's own;
+    `error_reply` gives a refusal in the door's error shape. The record's endpoint is
+    `name`. This base is OpenAI's shape, which the legacy completions door keeps.
+    """
+
+    name = "chat.completions"  # what the record's endpoint says
+    endpoint = "chat.completions"  # the internal endpoint the stages serve
+
+    def credential(self, headers: dict[bytes, bytes]) -> bytes | None:
+        return headers.get(b"authorization")
+
+    async def translate(self, call: Call) -> None:
+        raise NotImplementedError
+
+    def answer(self, call: Call, reply: Reply) -> Reply:
+        raise NotImplementedError
+
+    def error_reply(self, error: GatewayError, request_id: str) -> Reply:
+        return error_reply(error, request_id)
+
+    async def side(self, call: Call, method: str, path: str, read: Any) -> Reply:
+        """A side path's answer (see `gateway.door_routes`)."""
+        raise GatewayError(404, f"Unknown path {path[:100]}.", code="not_found")
+
+
+OPENAI = Door()
+
+
+def reply_error(call: Call, error: GatewayError) -> Reply:
+    """A refusal in the shape of the call's door."""
+    door = call.door
+    return (door.error_reply if door is not None else error_reply)(error, call.request_id)
+
+
+def sse_events(frames: list[bytes]) -> list[dict[str, Any]]:
+    """The JSON events in SSE frames (one upstream read may hold several); DONE skipped."""
+    found = []
+    for part in frames:
+        for event in part.split(b"\n\n"):
+            if event.startswith(b"data: {"):
+                try:
+                    data = orjson.loads(event[6:])
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(data, dict):
+                    found.append(data)
+    return found
 
 
 def recorded_answer(endpoint: str, parsed: Any) -> Any:

@@ -64,7 +64,15 @@ TTFT_BUCKETS = (
 )
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304)
 
-DOOR = "openai"  # today's only door
+DOOR = "openai"  # the OpenAI door; another door is labelled by its name
+
+
+def door_of(call: Call) -> str:
+    """The door a call came through: "openai", or another door's name (bounded: a few)."""
+    door = call.door
+    return door.name if door is not None else DOOR
+
+
 OPERATIONS = {"chat.completions": "chat", "embeddings": "embeddings"}
 OPERATION = {endpoint: OPERATIONS.get(endpoint, endpoint) for endpoint in ENDPOINTS}
 REFUSALS = {
@@ -150,8 +158,9 @@ def observe(call: Call) -> None:
         else ""
     )
     outcome = call.outcome.value
-    REQUESTS.inc((DOOR, operation, model, provider, department, outcome, str(call.status)))
-    DURATION.observe((DOOR, operation, model, provider, outcome), time.monotonic() - call.started)
+    door = door_of(call)
+    REQUESTS.inc((door, operation, model, provider, department, outcome, str(call.status)))
+    DURATION.observe((door, operation, model, provider, outcome), time.monotonic() - call.started)
     if call.first_token_at is not None:
         FIRST_TOKEN.observe(
             (operation, model, provider), (call.first_token_at - call.started_at).total_seconds()

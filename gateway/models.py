@@ -71,3 +71,21 @@ class ApiKey(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept for `GET /v1/responses/{id}` and `previous_response_id`
+    (`gateway.responses_store`), visible to its key's owner only, kept as long as call
+    bodies are (MESHGATE_AUDIT_RETENTION_DAYS). Who it belongs to is a plain id, as a
+    record's is: written off the request path, no constraint to check."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    user_id = models.BigIntegerField()
+    api_key_id = models.BigIntegerField(null=True)
+    created_at = models.DateTimeField(db_index=True)
+    model = models.CharField(max_length=255)
+    response = models.TextField()  # the `response` object, JSON
+    messages = models.TextField()  # the conversation up to its answer, as chat messages, JSON
+
+    def __str__(self) -> str:
+        return self.id

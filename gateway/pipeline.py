@@ -63,7 +63,7 @@ async def refused(call: Call, error: GatewayError) -> Reply:
     if opening is None:
         await record.refuse(call, now())
         stages.observe(call)
-        return doors.error_reply(error, call.request_id)
+        return doors.reply_error(call, error)
     if call.record_id is None and error.code != "audit_unavailable":
         try:
             call.record_id = await opening.wait(settings.MESHGATE_AUDIT_WAIT_SECONDS)
@@ -74,7 +74,7 @@ async def refused(call: Call, error: GatewayError) -> Reply:
             finish(call)
             raise
     finish(call)
-    return doors.error_reply(error, call.request_id)
+    return doors.reply_error(call, error)
 
 
 def cut(call: Call) -> None:

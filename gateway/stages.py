@@ -50,6 +50,13 @@ async def authenticate(call: Call) -> None:
         call.principal = await auth.authenticate(call.authorization)
 
 
+async def translate(call: Call) -> None:
+    """Another door's request (Responses, Messages, legacy completions) into the internal
+    one (`doors.Door.translate`); OpenAI's own body already is it."""
+    if call.door is not None and call.door_body is None:
+        await call.door.translate(call)
+
+
 async def validate(call: Call) -> None:
     """A known endpoint and a well-formed request with no field that could redirect it."""
     if call.endpoint not in doors.ENDPOINTS:
@@ -289,6 +296,7 @@ class Ending(Protocol):
 # with one write, or after `audit_first` to answer from a cache with the call recorded).
 STAGES: tuple[Stage, ...] = (
     authenticate,
+    translate,
     validate,
     resolve,
     open_record,

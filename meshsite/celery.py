@@ -35,4 +35,8 @@ app.conf.beat_schedule = {
         "task": "audit.tasks.maintain_call_partitions",
         "schedule": crontab(minute=15, hour=3),
     },
+    "stored-responses-retention-daily": {
+        "task": "gateway.tasks.purge_expired_responses",
+        "schedule": crontab(minute=50, hour=2),
+    },
 }

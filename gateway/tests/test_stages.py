@@ -48,6 +48,7 @@ def refusal(step, call: Call) -> GatewayError:
 def test_the_stages_run_in_the_registered_order():
     assert (
         stages.authenticate,
+        stages.translate,
         stages.validate,
         stages.resolve,
         stages.open_record,

@@ -283,6 +283,24 @@ def test_copy_as_code_gives_a_python_snippet_that_works_with_a_real_key(
     assert json.loads(result.stdout)["choices"][0]["message"]["content"]
     records = live_site.wait_for_record(purpose="snippet test", count=2)
     assert records[0].request_body["messages"] == records[1].request_body["messages"]
+
+    # The Responses and Messages forms of the same conversation, through their doors.
+    for number, (name, endpoint) in enumerate(
+        (("code-responses", "responses"), ("code-messages", "messages")), start=3
+    ):
+        form = page.text_content(f"#{name}")
+        assert 'model="sim/gpt-4o"' in form
+        script.write_text(form.replace("YOUR_MESHGATE_KEY", raw_key))
+        result = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.split()) > 3
+        records = live_site.wait_for_record(purpose="snippet test", count=number)
+        latest = max(records, key=lambda r: r.pk)
+        assert latest.endpoint == endpoint and latest.outcome == "ok"
+        assert latest.request_body["messages"] == records[0].request_body["messages"]
+        assert latest.request_body["max_tokens"] == 30
     assert_clean(browser_page)
 
 

@@ -350,6 +350,60 @@
     return lines.join("\n") + "\n";
   }
 
+  function clientLines(module, cls, baseUrl) {
+    const s = (value) => JSON.stringify(value);
+    return [
+      "import os",
+      "",
+      "from " + module + " import " + cls,
+      "",
+      "client = " + cls + "(",
+      "    base_url=" + s(baseUrl) + ",",
+      "    api_key=os.environ.get(\"MESHGATE_API_KEY\", " + s(PLACEHOLDER_KEY) + "),",
+      ")",
+    ];
+  }
+
+  function turnLines(messages) {
+    const s = (value) => JSON.stringify(value);
+    return messages.map((m) => "        {\"role\": " + s(m.role) + ", \"content\": " + s(m.content) + "},");
+  }
+
+  function optionLines(options, names) {
+    const lines = [];
+    for (const [name, value] of Object.entries(options)) {
+      if (value !== null && Number.isFinite(value) && names[name]) lines.push("    " + names[name] + "=" + value + ",");
+    }
+    return lines;
+  }
+
+  // The same conversation through the Responses door: the system prompt as instructions.
+  function responsesSnippet(model, messages, options) {
+    const s = (value) => JSON.stringify(value);
+    const system = messages.filter((m) => m.role === "system").map((m) => m.content).join("\n");
+    const lines = clientLines("openai", "OpenAI", window.location.origin + "/v1");
+    lines.push("response = client.responses.create(", "    model=" + s(model) + ",");
+    if (system) lines.push("    instructions=" + s(system) + ",");
+    lines.push("    input=[", ...turnLines(messages.filter((m) => m.role !== "system")), "    ],");
+    lines.push(...optionLines(options, { temperature: "temperature", max_tokens: "max_output_tokens", top_p: "top_p" }));
+    lines.push(")", "print(response.output_text)");
+    return lines.join("\n") + "\n";
+  }
+
+  // And through the Anthropic Messages door: max_tokens is required there.
+  function messagesSnippet(model, messages, options) {
+    const s = (value) => JSON.stringify(value);
+    const system = messages.filter((m) => m.role === "system").map((m) => m.content).join("\n");
+    const lines = clientLines("anthropic", "Anthropic", window.location.origin);
+    lines.push("message = client.messages.create(", "    model=" + s(model) + ",");
+    lines.push("    max_tokens=" + (Number.isFinite(options.max_tokens) ? options.max_tokens : 1024) + ",");
+    if (system) lines.push("    system=" + s(system) + ",");
+    lines.push("    messages=[", ...turnLines(messages.filter((m) => m.role !== "system")), "    ],");
+    // The anthropic SDK no longer takes temperature or top_p: the model's own sampling.
+    lines.push(")", "print(message.content[0].text)");
+    return lines.join("\n") + "\n";
+  }
+
   function curlSnippet(model, messages, options) {
     const body = { model, messages };
     for (const [name, value] of Object.entries(options)) if (value !== null && Number.isFinite(value)) body[name] = value;
@@ -367,6 +421,8 @@
     const messages = codeMessages();
     $("code-python").textContent = pythonSnippet(model, messages, settings());
     $("code-curl").textContent = curlSnippet(model, messages, settings());
+    $("code-responses").textContent = responsesSnippet(model, messages, settings());
+    $("code-messages").textContent = messagesSnippet(model, messages, settings());
     $("code-dialog").showModal();
   }
 

@@ -46,7 +46,13 @@ TARGETS: dict[str, Target] = {
     ),
     "catalog": Target(
         "gateway/directory.py",
-        ("gateway/tests/test_not_granted.py", "gateway/tests/test_v1_service.py"),
+        (
+            "gateway/tests/test_not_granted.py",
+            "gateway/tests/test_v1_service.py",
+            "connections/tests/test_usable_by.py",
+            "playground/tests/test_views.py",
+            "audit/tests/test_stored_redaction.py",
+        ),
         240,
     ),
     "cost": Target("audit/cost.py", ("audit/tests/test_writer_cost.py",), 60),

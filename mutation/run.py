@@ -47,6 +47,7 @@ TARGETS: dict[str, Target] = {
     "catalog": Target(
         "gateway/directory.py",
         (
+            "gateway/tests/test_catalog_gaps.py",
             "gateway/tests/test_not_granted.py",
             "gateway/tests/test_v1_service.py",
             "connections/tests/test_usable_by.py",
@@ -63,7 +64,11 @@ TARGETS: dict[str, Target] = {
     ),
     "ledger": Target(
         "quotas/ledger.py",
-        ("quotas/tests/test_quota_admission.py", "quotas/tests/test_quota_failover.py"),
+        (
+            "quotas/tests/test_ledger.py",
+            "quotas/tests/test_quota_admission.py",
+            "quotas/tests/test_quota_failover.py",
+        ),
         300,
     ),
     "rollup": Target(

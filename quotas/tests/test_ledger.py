@@ -1,0 +1,99 @@
+"""`quotas.ledger` on the database path, called directly: the edges the admission tests miss.
+
+`db_admit` and `db_settle` are what enforces quotas without Redis. Each test here kills mutants
+of `quotas/ledger.py` that survived `test_quota_admission.py` (see docs/MUTATION.md, ledger):
+a settlement of exactly 0 or of one nano-dollar, a quota's last nano-dollar, a non-blocking
+quota past its amount, a blocking one past its amount facing a call that holds nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from quotas import runtime
+from quotas.config import quota_config
+from quotas.ledger import Held, QuotaExceeded, db_admit, db_settle, db_status
+from quotas.models import QuotaCounter
+from quotas.periods import window
+from quotas.services import quota_create
+
+pytestmark = pytest.mark.django_db
+
+NOW = datetime(2026, 5, 15, 12, 30, 15, tzinfo=UTC)
+NANO = Decimal("0.000000001")
+AMOUNT = Decimal("0.000010")  # 10,000 nano-dollars
+
+
+@pytest.fixture(autouse=True)
+def database_path(settings):
+    settings.REDIS_URL = None
+    runtime.start()
+    yield
+    runtime.start()
+
+
+def quota(cast, period: str = "month", mode: str = "block", **fields):
+    made = quota_create(
+        name=f"{period}-{mode}",
+        amount=AMOUNT,
+        period=period,
+        mode=mode,
+        department=cast.marketing,
+        **({"rolling_days": 7} if period == "rolling" else {}),
+        **fields,
+    )
+    config = quota_config(made)
+    return config, window(period, NOW, config.rolling_days)
+
+
+def test_the_last_nano_dollar_of_a_quota_is_usable_and_the_next_one_is_refused(cast):
+    config, span = quota(cast)
+    db_admit([Held(config, span, 9_999)])
+    assert db_settle([Held(config, span, 9_999)], 9_999, NOW) == [9_999]
+    db_admit([Held(config, span, 1)])  # exactly the amount: admitted
+    assert db_status(config, span) == (Decimal("0.000009999"), NANO)  # one nano held
+    assert db_settle([Held(config, span, 1)], 1, NOW) == [10_000]
+    assert db_status(config, span) == (AMOUNT, Decimal("0"))
+    with pytest.raises(QuotaExceeded) as refused:
+        db_admit([Held(config, span, 1)])
+    assert refused.value.quota_name == "month-block"
+    assert refused.value.resets_at == datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def test_a_call_holding_nothing_passes_a_blocking_quota_already_past_its_amount(cast):
+    config, span = quota(cast)
+    db_admit([Held(config, span, 5_000)])
+    db_settle([Held(config, span, 5_000)], 12_000, NOW)  # cost more than its worst case
+    assert db_status(config, span) == (Decimal("0.000012"), Decimal("0"))
+    db_admit([Held(config, span, 0)])  # a zero-priced model: nothing to check, nothing held
+    assert db_status(config, span)[1] == 0
+    with pytest.raises(QuotaExceeded):
+        db_admit([Held(config, span, 1)])
+
+
+def test_an_alert_only_quota_past_its_amount_still_admits_and_holds(cast):
+    config, span = quota(cast, mode="alert")
+    db_admit([Held(config, span, 10_000)])
+    db_settle([Held(config, span, 10_000)], 10_000, NOW)
+    db_admit([Held(config, span, 3_000)])  # past the amount: counted, never refused
+    assert db_status(config, span) == (AMOUNT, Decimal("0.000003"))
+
+
+@pytest.mark.parametrize("period", ["month", "rolling"])
+def test_a_settlement_of_zero_adds_nothing_and_one_nano_dollar_is_counted(cast, period):
+    config, span = quota(cast, period=period)
+    db_admit([Held(config, span, 2_000)])
+    assert db_settle([Held(config, span, 2_000)], 0, NOW) == [0]
+    assert db_status(config, span) == (Decimal("0"), Decimal("0"))
+    rows = QuotaCounter.objects.filter(quota_id=config.id)
+    # Only the period's counter: a call that cost nothing opens no per-minute bucket.
+    assert rows.count() == 1
+    db_admit([Held(config, span, 2_000)])
+    assert db_settle([Held(config, span, 2_000)], 1, NOW) == [1]
+    assert db_status(config, span) == (NANO, Decimal("0"))
+    if period == "rolling":
+        bucket = rows.get(period_start=datetime(2026, 5, 15, 12, 30, tzinfo=UTC))
+        assert bucket.spent == NANO

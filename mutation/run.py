@@ -73,7 +73,11 @@ TARGETS: dict[str, Target] = {
     ),
     "rollup": Target(
         "audit/services.py",
-        ("audit/tests/test_rollup.py", "audit/tests/test_chargeback.py"),
+        (
+            "audit/tests/test_rollup.py",
+            "audit/tests/test_chargeback.py",
+            "audit/tests/test_rollup_deletions.py",
+        ),
         240,
     ),
 }

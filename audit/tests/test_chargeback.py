@@ -205,3 +205,60 @@ def test_the_management_commands_roll_up_and_build_on_demand(cast):
     assert cents(rollup_total) == cents(month_cost())
     with pytest.raises(Exception, match="Not a month"):
         call_command("build_chargeback", "October")
+
+
+def test_breakdown_items_come_most_expensive_first_and_ties_by_name(cast):
+    # A finance reader reads a statement top-down: the biggest spend first, equal spends in
+    # the order of their names, in the report, its CSV and its spreadsheet alike.
+    from audit.tests.make_records import create, record
+    from connections.models import LLM
+
+    # Made last, named first: the ties' order by name is not the order of their ids.
+    aardvark = LLM.objects.create(
+        connection=cast.connection,
+        name="aardvark",
+        approved=True,
+        input_price=1,
+        output_price=1,
+        cached_input_price=1,
+    )
+    spend = [
+        (cast.gpt4o, "b-purpose", "2.00"),
+        (aardvark, "a-purpose", "2.00"),
+        (cast.gpt4o_mini, "c-purpose", "5.00"),
+        (cast.gpt4o_mini, "c-purpose", "0.50"),
+    ]
+    create(
+        *(
+            record(
+                started_at=FIRST_INSTANT,
+                user=cast.alice,
+                department=cast.marketing,
+                llm=llm,
+                purpose=purpose,
+                cost=Decimal(cost),
+            )
+            for llm, purpose, cost in spend
+        )
+    )
+    result = services.chargeback_build(month="2026-10")
+    report = next(r for r in result.reports if r.department == cast.marketing)
+
+    def order(name: str) -> list[tuple[str, str]]:
+        return [(line["item"], line["cost"]) for line in report.breakdowns[name]]
+
+    assert [item for item, _cost in order("llm")] == [
+        "sim/gpt-4o-mini",
+        "sim/aardvark",
+        "sim/gpt-4o",
+    ]
+    assert [Decimal(cost) for _item, cost in order("llm")] == [
+        Decimal("5.50"),
+        Decimal("2.00"),
+        Decimal("2.00"),
+    ]
+    assert [item for item, _cost in order("purpose")] == ["c-purpose", "a-purpose", "b-purpose"]
+    in_csv = [row["item"] for row in csv_rows(report) if row["breakdown"] == "llm"]
+    assert in_csv == ["sim/gpt-4o-mini", "sim/aardvark", "sim/gpt-4o"]
+    sheet = [row[0] for row in xlsx_sheets(report)["By purpose"][1:]]
+    assert sheet[:3] == ["c-purpose", "a-purpose", "b-purpose"]

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from guardian.shortcuts import assign_perm
 
 from connections.models import LLM, AliasTarget, Connection
@@ -157,3 +159,15 @@ def test_the_wrong_kind_and_a_bad_model_name_are_exact_400s(catalog):
             "invalid_model",
             "model",
         ), bad
+
+
+def test_users_are_remembered_until_the_bound_and_a_new_one_forgets_nobody(catalog):
+    # Steady state reads nothing: a user seen once costs no query again, even after others
+    # were seen (the memo is emptied only at _MAX_USERS entries, not on every new user).
+    snap()
+    for user in (catalog.alice, catalog.bob, catalog.charlie):
+        info(user)
+    with CaptureQueriesContext(connection) as queries:
+        for user in (catalog.alice, catalog.bob, catalog.charlie):
+            info(user)
+    assert len(queries) == 0, [q["sql"] for q in queries.captured_queries]

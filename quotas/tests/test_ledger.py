@@ -97,3 +97,13 @@ def test_a_settlement_of_zero_adds_nothing_and_one_nano_dollar_is_counted(cast, 
     if period == "rolling":
         bucket = rows.get(period_start=datetime(2026, 5, 15, 12, 30, tzinfo=UTC))
         assert bucket.spent == NANO
+
+
+def test_a_rolling_window_counts_a_minute_bucket_while_any_of_it_is_inside(cast):
+    config, span = quota(cast, period="rolling")  # (12:30:15 seven days ago, now]
+    assert span.start == datetime(2026, 5, 8, 12, 30, 15, tzinfo=UTC)
+    partly_inside = datetime(2026, 5, 8, 12, 30, 5, tzinfo=UTC)  # bucket [12:30, 12:31)
+    wholly_before = datetime(2026, 5, 8, 12, 29, 50, tzinfo=UTC)  # bucket [12:29, 12:30)
+    db_settle([Held(config, span, 0)], 300, partly_inside)
+    db_settle([Held(config, span, 0)], 4_000, wholly_before)
+    assert db_status(config, span) == (Decimal("0.0000003"), Decimal("0"))

@@ -262,3 +262,19 @@ def test_breakdown_items_come_most_expensive_first_and_ties_by_name(cast):
     assert in_csv == ["sim/gpt-4o-mini", "sim/aardvark", "sim/gpt-4o"]
     sheet = [row[0] for row in xlsx_sheets(report)["By purpose"][1:]]
     assert sheet[:3] == ["c-purpose", "a-purpose", "b-purpose"]
+
+
+def test_a_repeated_generation_reports_the_same_unassigned_spend(cast):
+    # A redelivered task returns the reports it built, and the unassigned figures with them.
+    CallRecord.objects.create(
+        request_id="orphan",
+        started_at=FIRST_INSTANT,
+        endpoint="chat.completions",
+        outcome="ok",
+        cost=Decimal("0.42"),
+    )
+    first = services.chargeback_build(month="2026-10", generation_id="g-1")
+    again = services.chargeback_build(month="2026-10", generation_id="g-1")
+    assert [r.pk for r in again.reports] == [r.pk for r in first.reports]
+    assert (again.unassigned_cost, again.unassigned_requests) == (Decimal("0.42"), 1)
+    assert (first.unassigned_cost, first.unassigned_requests) == (Decimal("0.42"), 1)

@@ -11,7 +11,14 @@ from openpyxl import load_workbook
 from audit import services
 from audit.models import CallRecord, ChargebackReport, UsageRollup
 from audit.reports import BREAKDOWNS
-from audit.tests.usage_data import FIRST_INSTANT, MONTH, NEXT_MONTH_FIRST, cents, generate_month
+from audit.tests.usage_data import (
+    FIRST_INSTANT,
+    LAST_INSTANT,
+    MONTH,
+    NEXT_MONTH_FIRST,
+    cents,
+    generate_month,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -266,15 +273,41 @@ def test_breakdown_items_come_most_expensive_first_and_ties_by_name(cast):
 
 def test_a_repeated_generation_reports_the_same_unassigned_spend(cast):
     # A redelivered task returns the reports it built, and the unassigned figures with them.
-    CallRecord.objects.create(
-        request_id="orphan",
-        started_at=FIRST_INSTANT,
-        endpoint="chat.completions",
-        outcome="ok",
-        cost=Decimal("0.42"),
-    )
+    # Orphans on the month's first and last days count; one the next month does not.
+    for n, (started, cost) in enumerate(
+        [(FIRST_INSTANT, "0.40"), (LAST_INSTANT, "0.02"), (NEXT_MONTH_FIRST, "1.00")]
+    ):
+        CallRecord.objects.create(
+            request_id=f"orphan-{n}",
+            started_at=started,
+            endpoint="chat.completions",
+            outcome="ok",
+            cost=Decimal(cost),
+        )
+    services.usage_rollup_range(first=NEXT_MONTH_FIRST.date(), last=NEXT_MONTH_FIRST.date())
     first = services.chargeback_build(month="2026-10", generation_id="g-1")
     again = services.chargeback_build(month="2026-10", generation_id="g-1")
     assert [r.pk for r in again.reports] == [r.pk for r in first.reports]
-    assert (again.unassigned_cost, again.unassigned_requests) == (Decimal("0.42"), 1)
-    assert (first.unassigned_cost, first.unassigned_requests) == (Decimal("0.42"), 1)
+    assert (again.unassigned_cost, again.unassigned_requests) == (Decimal("0.42"), 2)
+    assert (first.unassigned_cost, first.unassigned_requests) == (Decimal("0.42"), 2)
+
+
+def test_counts_that_are_zero_stay_zero_in_the_statement(cast):
+    # A department's sums of 0 (no errors, no cached tokens, no calls at all) are 0, not
+    # "missing": `or 0` on each total must never turn a real 0 into anything else.
+    from audit.tests.make_records import create, record
+
+    create(
+        record(started_at=FIRST_INSTANT, user=cast.alice, llm=cast.gpt4o, cost=Decimal("1.5")),
+        record(started_at=LAST_INSTANT, user=cast.alice, llm=cast.gpt4o, cost=Decimal("0.5")),
+    )
+    reports = {r.department_name: r for r in services.chargeback_build(month="2026-10").reports}
+    fields = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens")
+    marketing = reports["Marketing"]
+    assert [getattr(marketing, f) for f in fields] == [2, 0, 24, 60, 0]
+    assert marketing.total_cost == Decimal("2.0")
+    for line in marketing.breakdowns["llm"]:
+        assert (line["requests"], line["errors"], line["cached_tokens"]) == (2, 0, 0)
+    for name in ("Finance", "Research"):
+        assert [getattr(reports[name], f) for f in fields] == [0, 0, 0, 0, 0], name
+        assert reports[name].total_cost == 0

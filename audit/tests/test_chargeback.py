@@ -311,3 +311,26 @@ def test_counts_that_are_zero_stay_zero_in_the_statement(cast):
     for name in ("Finance", "Research"):
         assert [getattr(reports[name], f) for f in fields] == [0, 0, 0, 0, 0], name
         assert reports[name].total_cost == 0
+
+
+def test_a_deleted_department_and_a_new_one_of_the_same_name_each_get_their_statement(cast):
+    # "Legal" deleted mid-month and a new "Legal" made: two statements, the old one's first
+    # (ties of name are ordered by id), each with its own spend.
+    from audit.tests.make_records import create, record
+    from connections.services import department_create, department_delete
+
+    old = department_create(actor=cast.admin, name="Legal", cost_center="LEG-1")
+    create(record(started_at=FIRST_INSTANT, department=old, cost=Decimal("1.25")))
+    services.usage_rollup_range(first=MONTH, last=MONTH)
+    old_id = old.pk
+    department_delete(department=old, actor=cast.admin)
+    new = department_create(actor=cast.admin, name="Legal", cost_center="LEG-2")
+    create(record(started_at=LAST_INSTANT, department=new, cost=Decimal("0.75")))
+
+    reports = services.chargeback_build(month="2026-10").reports
+    legal = [(r.department_id, r.department_name, r.total_cost) for r in reports]
+    legal = [line for line in legal if line[1].startswith("Legal")]
+    assert legal == [
+        (old_id, "Legal (deleted)", Decimal("1.25")),
+        (new.pk, "Legal", Decimal("0.75")),
+    ]

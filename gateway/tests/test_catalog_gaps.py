@@ -106,6 +106,10 @@ def test_an_alias_is_described_by_its_first_usable_target(catalog):
         "model_not_supported",
         "model",
     )
+    # Bob's usable targets are [gpt-4o-mini (chat), summarizer]: the first names the kind.
+    assert error_of(snapshot, info(catalog.bob), "chat-default", "embeddings")[1] == (
+        "The model 'chat-default' is a chat model and cannot serve /v1/embeddings."
+    )
     name, targets = directory.resolve(snapshot, info(catalog.bob), "chat-default", "summaries")
     assert (name, [t.mesh_id for t in targets]) == ("chat-default", ["sim/summarizer"])
 

@@ -334,3 +334,9 @@ def test_a_deleted_department_and_a_new_one_of_the_same_name_each_get_their_stat
         (old_id, "Legal (deleted)", Decimal("1.25")),
         (new.pk, "Legal", Decimal("0.75")),
     ]
+    # The roll-ups recomputed after the deletion keep the old one's name and cost center.
+    snapshots = UsageRollup.objects.values_list("department_id", "department_name", "cost_center")
+    assert set(snapshots.filter(department_id__in=[old_id, new.pk])) == {
+        (old_id, "Legal", "LEG-1"),
+        (new.pk, "Legal", "LEG-2"),
+    }

@@ -8,7 +8,7 @@ quota past its amount, a blocking one past its amount facing a call that holds n
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -107,3 +107,35 @@ def test_a_rolling_window_counts_a_minute_bucket_while_any_of_it_is_inside(cast)
     db_settle([Held(config, span, 0)], 300, partly_inside)
     db_settle([Held(config, span, 0)], 4_000, wholly_before)
     assert db_status(config, span) == (Decimal("0.0000003"), Decimal("0"))
+
+
+@pytest.mark.parametrize("period", ["month", "rolling"])
+def test_a_new_counter_starts_from_the_spend_in_the_audit_trail(cast, period):
+    from audit.tests.make_records import create, record
+
+    create(
+        record(started_at=datetime(2026, 5, 14, 9, tzinfo=UTC), user=cast.alice, cost=NANO * 700),
+        record(started_at=datetime(2026, 5, 1, 9, tzinfo=UTC), user=cast.bob, cost=NANO * 5_000),
+    )  # bob's is not Marketing's
+    config, span = quota(cast, period=period)
+    db_admit([Held(config, span, 100)])  # the counter is made here, seeded from the trail
+    assert db_status(config, span) == (NANO * 700, NANO * 100)
+    with pytest.raises(QuotaExceeded):
+        db_admit([Held(config, span, 9_201)])
+
+
+def test_a_counter_is_seeded_again_only_if_older_than_redis_last_seen_working(cast):
+    from audit.tests.make_records import create, record
+
+    config, span = quota(cast)
+    db_admit([Held(config, span, 100)])  # seeded now, from an empty trail
+    # Redis last worked an hour before: this counter is younger, its reservation stays.
+    runtime.current.redis_last_ok = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    db_admit([Held(config, span, 200)])
+    assert db_status(config, span) == (Decimal("0"), NANO * 300)
+    # Spend Redis counted (its record is in the trail), and Redis seen working since the seed:
+    # the next call re-seeds the counter from the trail.
+    create(record(started_at=NOW, user=cast.alice, cost=NANO * 4_000))
+    runtime.current.redis_last_ok = datetime.now(UTC) + timedelta(seconds=1)
+    db_admit([Held(config, span, 50)])
+    assert db_status(config, span) == (NANO * 4_000, NANO * 50)

@@ -36,12 +36,12 @@ def database_path(settings):
 
 
 def quota(cast, period: str = "month", mode: str = "block", **fields):
+    fields.setdefault("name", f"{period}-{mode}")
+    fields.setdefault("department", cast.marketing)
     made = quota_create(
-        name=f"{period}-{mode}",
         amount=AMOUNT,
         period=period,
         mode=mode,
-        department=cast.marketing,
         **({"rolling_days": 7} if period == "rolling" else {}),
         **fields,
     )
@@ -139,3 +139,15 @@ def test_a_counter_is_seeded_again_only_if_older_than_redis_last_seen_working(ca
     runtime.current.redis_last_ok = datetime.now(UTC) + timedelta(seconds=1)
     db_admit([Held(config, span, 50)])
     assert db_status(config, span) == (NANO * 4_000, NANO * 50)
+
+
+def test_a_blocking_quota_is_checked_after_an_alert_only_one(cast):
+    watch, span = quota(cast, mode="alert")  # the lower id: locked and looked at first
+    block, _ = quota(cast, period="month", mode="block", name="Alice", user=cast.alice)
+    db_admit([Held(block, span, 10_000), Held(watch, span, 10_000)])
+    db_settle([Held(block, span, 10_000), Held(watch, span, 10_000)], 10_000, NOW)
+    with pytest.raises(QuotaExceeded) as refused:
+        db_admit([Held(watch, span, 1), Held(block, span, 1)])
+    assert refused.value.quota_name == "Alice"
+    # Refused as a whole: nothing was held on the quota that had room either.
+    assert db_status(watch, span) == (AMOUNT, Decimal("0"))

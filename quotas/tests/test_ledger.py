@@ -151,3 +151,16 @@ def test_a_blocking_quota_is_checked_after_an_alert_only_one(cast):
     assert refused.value.quota_name == "Alice"
     # Refused as a whole: nothing was held on the quota that had room either.
     assert db_status(watch, span) == (AMOUNT, Decimal("0"))
+
+
+def test_a_catch_all_counter_starts_from_the_spend_no_other_quota_matches(cast):
+    from audit.tests.make_records import create, record
+
+    quota(cast)  # Marketing's
+    create(
+        record(started_at=NOW, user=cast.alice, cost=NANO * 700),  # Marketing's quota's
+        record(started_at=NOW, user=cast.bob, cost=NANO * 2_000),  # no other quota's
+    )
+    everyone, span = quota(cast, name="Everyone else", department=None, is_catch_all=True)
+    db_admit([Held(everyone, span, 100)])
+    assert db_status(everyone, span) == (NANO * 2_000, NANO * 100)

@@ -164,3 +164,26 @@ def test_a_catch_all_counter_starts_from_the_spend_no_other_quota_matches(cast):
     everyone, span = quota(cast, name="Everyone else", department=None, is_catch_all=True)
     db_admit([Held(everyone, span, 100)])
     assert db_status(everyone, span) == (NANO * 2_000, NANO * 100)
+
+
+@pytest.mark.parametrize(
+    ("period", "counted", "not_counted"),
+    [
+        # A calendar period is [start, end): its first instant counts, the next one's does not.
+        ("month", datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)),
+        # A rolling window is (start, end]: now counts, exactly seven days ago does not.
+        ("rolling", NOW, datetime(2026, 5, 8, 12, 30, 15, tzinfo=UTC)),
+    ],
+)
+def test_a_counter_seeded_from_the_trail_keeps_the_periods_bounds(
+    cast, period, counted, not_counted
+):
+    from audit.tests.make_records import create, record
+
+    create(
+        record(started_at=counted, user=cast.alice, cost=NANO * 600),
+        record(started_at=not_counted, user=cast.alice, cost=NANO * 3_000),
+    )
+    config, span = quota(cast, period=period)
+    db_admit([Held(config, span, 0)])
+    assert db_status(config, span)[0] == NANO * 600

@@ -180,3 +180,17 @@ def test_a_range_says_how_each_day_went_and_refuses_to_run_backwards(cast):
     assert (one.day, one.failed, one.groups) == (MONTH, False, len(expected_groups(MONTH)))
     with pytest.raises(ValueError, match="ends before it starts"):
         services.usage_rollup_range(first=dt.date(2026, 10, 2), last=MONTH)
+
+
+@pytest.mark.parametrize(
+    ("month", "days", "following"),
+    [
+        (dt.date(2026, 2, 1), 28, dt.date(2026, 3, 1)),
+        (dt.date(2028, 2, 1), 29, dt.date(2028, 3, 1)),
+        (dt.date(2026, 4, 1), 30, dt.date(2026, 5, 1)),
+        (dt.date(2026, 12, 1), 31, dt.date(2027, 1, 1)),
+    ],
+)
+def test_a_month_has_its_days_whatever_its_length(month, days, following):
+    assert services.next_month(month) == following
+    assert services.month_days(month) == [month + dt.timedelta(days=n) for n in range(days)]

@@ -194,3 +194,8 @@ def test_a_range_says_how_each_day_went_and_refuses_to_run_backwards(cast):
 def test_a_month_has_its_days_whatever_its_length(month, days, following):
     assert services.next_month(month) == following
     assert services.month_days(month) == [month + dt.timedelta(days=n) for n in range(days)]
+
+
+@pytest.mark.parametrize("given", ["2026-10", "2026-10-15", dt.date(2026, 10, 15)])
+def test_a_month_is_named_by_year_and_month_or_by_any_of_its_dates(given):
+    assert services.parse_month(given) == dt.date(2026, 10, 1)

@@ -46,7 +46,14 @@ TARGETS: dict[str, Target] = {
     ),
     "catalog": Target(
         "gateway/directory.py",
-        ("gateway/tests/test_not_granted.py", "gateway/tests/test_v1_service.py"),
+        (
+            "gateway/tests/test_catalog_gaps.py",
+            "gateway/tests/test_not_granted.py",
+            "gateway/tests/test_v1_service.py",
+            "connections/tests/test_usable_by.py",
+            "playground/tests/test_views.py",
+            "audit/tests/test_stored_redaction.py",
+        ),
         240,
     ),
     "cost": Target("audit/cost.py", ("audit/tests/test_writer_cost.py",), 60),
@@ -57,12 +64,20 @@ TARGETS: dict[str, Target] = {
     ),
     "ledger": Target(
         "quotas/ledger.py",
-        ("quotas/tests/test_quota_admission.py", "quotas/tests/test_quota_failover.py"),
+        (
+            "quotas/tests/test_ledger.py",
+            "quotas/tests/test_quota_admission.py",
+            "quotas/tests/test_quota_failover.py",
+        ),
         300,
     ),
     "rollup": Target(
         "audit/services.py",
-        ("audit/tests/test_rollup.py", "audit/tests/test_chargeback.py"),
+        (
+            "audit/tests/test_rollup.py",
+            "audit/tests/test_chargeback.py",
+            "audit/tests/test_rollup_deletions.py",
+        ),
         240,
     ),
 }

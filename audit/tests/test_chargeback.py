@@ -11,7 +11,14 @@ from openpyxl import load_workbook
 from audit import services
 from audit.models import CallRecord, ChargebackReport, UsageRollup
 from audit.reports import BREAKDOWNS
-from audit.tests.usage_data import FIRST_INSTANT, MONTH, NEXT_MONTH_FIRST, cents, generate_month
+from audit.tests.usage_data import (
+    FIRST_INSTANT,
+    LAST_INSTANT,
+    MONTH,
+    NEXT_MONTH_FIRST,
+    cents,
+    generate_month,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -205,3 +212,131 @@ def test_the_management_commands_roll_up_and_build_on_demand(cast):
     assert cents(rollup_total) == cents(month_cost())
     with pytest.raises(Exception, match="Not a month"):
         call_command("build_chargeback", "October")
+
+
+def test_breakdown_items_come_most_expensive_first_and_ties_by_name(cast):
+    # A finance reader reads a statement top-down: the biggest spend first, equal spends in
+    # the order of their names, in the report, its CSV and its spreadsheet alike.
+    from audit.tests.make_records import create, record
+    from connections.models import LLM
+
+    # Made last, named first: the ties' order by name is not the order of their ids.
+    aardvark = LLM.objects.create(
+        connection=cast.connection,
+        name="aardvark",
+        approved=True,
+        input_price=1,
+        output_price=1,
+        cached_input_price=1,
+    )
+    spend = [
+        (cast.gpt4o, "b-purpose", "2.00"),
+        (aardvark, "a-purpose", "2.00"),
+        (cast.gpt4o_mini, "c-purpose", "5.00"),
+        (cast.gpt4o_mini, "c-purpose", "0.50"),
+    ]
+    create(
+        *(
+            record(
+                started_at=FIRST_INSTANT,
+                user=cast.alice,
+                department=cast.marketing,
+                llm=llm,
+                purpose=purpose,
+                cost=Decimal(cost),
+            )
+            for llm, purpose, cost in spend
+        )
+    )
+    result = services.chargeback_build(month="2026-10")
+    report = next(r for r in result.reports if r.department == cast.marketing)
+
+    def order(name: str) -> list[tuple[str, str]]:
+        return [(line["item"], line["cost"]) for line in report.breakdowns[name]]
+
+    assert [item for item, _cost in order("llm")] == [
+        "sim/gpt-4o-mini",
+        "sim/aardvark",
+        "sim/gpt-4o",
+    ]
+    assert [Decimal(cost) for _item, cost in order("llm")] == [
+        Decimal("5.50"),
+        Decimal("2.00"),
+        Decimal("2.00"),
+    ]
+    assert [item for item, _cost in order("purpose")] == ["c-purpose", "a-purpose", "b-purpose"]
+    in_csv = [row["item"] for row in csv_rows(report) if row["breakdown"] == "llm"]
+    assert in_csv == ["sim/gpt-4o-mini", "sim/aardvark", "sim/gpt-4o"]
+    sheet = [row[0] for row in xlsx_sheets(report)["By purpose"][1:]]
+    assert sheet[:3] == ["c-purpose", "a-purpose", "b-purpose"]
+
+
+def test_a_repeated_generation_reports_the_same_unassigned_spend(cast):
+    # A redelivered task returns the reports it built, and the unassigned figures with them.
+    # Orphans on the month's first and last days count; one the next month does not.
+    for n, (started, cost) in enumerate(
+        [(FIRST_INSTANT, "0.40"), (LAST_INSTANT, "0.02"), (NEXT_MONTH_FIRST, "1.00")]
+    ):
+        CallRecord.objects.create(
+            request_id=f"orphan-{n}",
+            started_at=started,
+            endpoint="chat.completions",
+            outcome="ok",
+            cost=Decimal(cost),
+        )
+    services.usage_rollup_range(first=NEXT_MONTH_FIRST.date(), last=NEXT_MONTH_FIRST.date())
+    first = services.chargeback_build(month="2026-10", generation_id="g-1")
+    again = services.chargeback_build(month="2026-10", generation_id="g-1")
+    assert [r.pk for r in again.reports] == [r.pk for r in first.reports]
+    assert (again.unassigned_cost, again.unassigned_requests) == (Decimal("0.42"), 2)
+    assert (first.unassigned_cost, first.unassigned_requests) == (Decimal("0.42"), 2)
+
+
+def test_counts_that_are_zero_stay_zero_in_the_statement(cast):
+    # A department's sums of 0 (no errors, no cached tokens, no calls at all) are 0, not
+    # "missing": `or 0` on each total must never turn a real 0 into anything else.
+    from audit.tests.make_records import create, record
+
+    create(
+        record(started_at=FIRST_INSTANT, user=cast.alice, llm=cast.gpt4o, cost=Decimal("1.5")),
+        record(started_at=LAST_INSTANT, user=cast.alice, llm=cast.gpt4o, cost=Decimal("0.5")),
+    )
+    reports = {r.department_name: r for r in services.chargeback_build(month="2026-10").reports}
+    fields = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens")
+    marketing = reports["Marketing"]
+    assert [getattr(marketing, f) for f in fields] == [2, 0, 24, 60, 0]
+    assert marketing.total_cost == Decimal("2.0")
+    for line in marketing.breakdowns["llm"]:
+        assert (line["requests"], line["errors"], line["cached_tokens"]) == (2, 0, 0)
+    for name in ("Finance", "Research"):
+        assert [getattr(reports[name], f) for f in fields] == [0, 0, 0, 0, 0], name
+        assert reports[name].total_cost == 0
+
+
+def test_a_deleted_department_and_a_new_one_of_the_same_name_each_get_their_statement(cast):
+    # "Legal" deleted mid-month and a new "Legal" made: two statements, the old one's first
+    # (ties of name are ordered by id), each with its own spend.
+    from audit.tests.make_records import create, record
+    from connections.services import department_create, department_delete
+
+    old = department_create(actor=cast.admin, name="Legal", cost_center="LEG-1")
+    create(record(started_at=FIRST_INSTANT, department=old, cost=Decimal("1.25")))
+    services.usage_rollup_range(first=MONTH, last=MONTH)
+    old_id = old.pk
+    department_delete(department=old, actor=cast.admin)
+    new = department_create(actor=cast.admin, name="Legal", cost_center="LEG-2")
+    create(record(started_at=LAST_INSTANT, department=new, cost=Decimal("0.75")))
+
+    reports = services.chargeback_build(month="2026-10").reports
+    legal = [(r.department_id, r.department_name, r.total_cost) for r in reports]
+    legal = [line for line in legal if line[1].startswith("Legal")]
+    assert legal == [
+        (old_id, "Legal (deleted)", Decimal("1.25")),
+        (new.pk, "Legal", Decimal("0.75")),
+    ]
+    # The roll-ups recomputed after the deletion keep the old one's name and cost center.
+    snapshots = UsageRollup.objects.values_list("department_id", "department_name", "cost_center")
+    assert set(snapshots.filter(department_id__in=[old_id, new.pk])) == {
+        (old_id, "Legal", "LEG-1"),
+        (new.pk, "Legal", "LEG-2"),
+    }

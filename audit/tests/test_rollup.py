@@ -165,3 +165,37 @@ def test_the_hourly_task_recomputes_today_and_yesterday(cast):
         now.date(),
         yesterday.date(),
     }
+
+
+def test_a_range_says_how_each_day_went_and_refuses_to_run_backwards(cast):
+    # What the management command and the tasks report: a day with calls, a day without
+    # (0 groups, not 1), none failed; a range that ends before it starts is an error.
+    CallRecord.objects.bulk_create(generate_month(cast, count=0))
+    results = services.usage_rollup_range(first=dt.date(2026, 10, 15), last=LAST_INSTANT.date())
+    assert [(r.day.day, r.failed) for r in results] == [(d, False) for d in range(15, 32)]
+    by_day = {r.day: r.groups for r in results}
+    assert by_day[dt.date(2026, 10, 15)] == 0
+    assert by_day[LAST_INSTANT.date()] == len(expected_groups(LAST_INSTANT.date())) > 0
+    (one,) = services.usage_rollup_range(first=MONTH, last=MONTH)
+    assert (one.day, one.failed, one.groups) == (MONTH, False, len(expected_groups(MONTH)))
+    with pytest.raises(ValueError, match="ends before it starts"):
+        services.usage_rollup_range(first=dt.date(2026, 10, 2), last=MONTH)
+
+
+@pytest.mark.parametrize(
+    ("month", "days", "following"),
+    [
+        (dt.date(2026, 2, 1), 28, dt.date(2026, 3, 1)),
+        (dt.date(2028, 2, 1), 29, dt.date(2028, 3, 1)),
+        (dt.date(2026, 4, 1), 30, dt.date(2026, 5, 1)),
+        (dt.date(2026, 12, 1), 31, dt.date(2027, 1, 1)),
+    ],
+)
+def test_a_month_has_its_days_whatever_its_length(month, days, following):
+    assert services.next_month(month) == following
+    assert services.month_days(month) == [month + dt.timedelta(days=n) for n in range(days)]
+
+
+@pytest.mark.parametrize("given", ["2026-10", "2026-10-15", dt.date(2026, 10, 15)])
+def test_a_month_is_named_by_year_and_month_or_by_any_of_its_dates(given):
+    assert services.parse_month(given) == dt.date(2026, 10, 1)

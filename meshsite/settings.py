@@ -325,7 +325,9 @@ MESHGATE_METRICS_TOKEN = env_str("MESHGATE_METRICS_TOKEN")
 MESHGATE_METRICS_DIR = env_str("MESHGATE_METRICS_DIR")
 # One INFO line per call on the `meshgate.calls` logger (about 40 µs of CPU a call, see
 # docs/ARCHITECTURE.md "Operations"); off: only the metrics and the trail count calls.
-MESHGATE_CALL_LOG = env_bool("MESHGATE_CALL_LOG", True)
+# Off by default: a line per call through Python's logging cost 30% of streamed requests/s
+# under `make bench-peers` (docs/PERFORMANCE.md, 6 December); metrics are on by default.
+MESHGATE_CALL_LOG = env_bool("MESHGATE_CALL_LOG", False)
 # Every log line, a call's included: "text" or "json" (one JSON object a line).
 MESHGATE_LOG_FORMAT = env_str("MESHGATE_LOG_FORMAT", "text")
 if MESHGATE_LOG_FORMAT not in {"text", "json"}:

@@ -84,6 +84,7 @@ def gateway(simulator, receiver, tmp_path_factory):
         MESHGATE_METRICS_TOKEN=TOKEN,
         MESHGATE_LOG_FORMAT="json",
         MESHGATE_LOG_LEVEL="INFO",
+        MESHGATE_CALL_LOG="true",
     )
     gw.start()
     yield gw
